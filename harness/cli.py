@@ -1,0 +1,56 @@
+"""`rarebench` console script. Each stage registers its own sub-command; errors the user can
+fix are printed as one line and exit with code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (sub-command module, function that adds its parser). Imported lazily so `rarebench --help`
+# stays fast and one broken stage does not take the others down.
+_COMMANDS = [
+    ("harness.report.cli", "register_run"),
+    ("harness.report.cli", "register_report"),
+    ("harness.data.cli", "register"),
+    ("harness.train.cli", "register"),
+    ("harness.ablation.bench", "register"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rarebench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module, func in _COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:  # a stage not built yet, or missing optional dependency
+            if exc.name and exc.name.startswith("harness"):
+                continue
+            raise
+        getattr(mod, func)(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.errors import RarebenchError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except RarebenchError as exc:
+        print(f"rarebench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rarebench: interrupted; completed stages are cached and resume on re-run",
+              file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
