@@ -1,0 +1,105 @@
+"""Which vocabulary types are rare, and which kept positions are rare vs common
+(methods.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.data.frequency import FrequencyTable
+from harness.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class RaritySpec:
+    """q: rare = types in the lowest q percent of smoothed probability; which: rarity of the
+    *target* x_{t+1} (what the loss predicts) or the *current* x_t (what the original code
+    used); elbow: also drop the extreme tail beyond the Zipf elbow (P2)."""
+
+    q: float = 50.0
+    which: str = "target"
+    elbow: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.q) < 100.0:
+            raise BadInputError(f"rarity percentile q must be in (0, 100), got {self.q}")
+        if self.which not in ("target", "current"):
+            raise BadInputError(f"rarity 'which' must be 'target' or 'current', got {self.which!r}")
+
+    def __str__(self) -> str:
+        return f"rare = lowest {self.q:g}% of types ({self.which} token{', elbow-cut' if self.elbow else ''})"
+
+
+def _probs(freq: FrequencyTable | np.ndarray) -> np.ndarray:
+    return freq.probs if isinstance(freq, FrequencyTable) else np.asarray(freq, dtype=np.float64)
+
+
+def rare_vocab(freq: FrequencyTable | np.ndarray, spec: RaritySpec) -> np.ndarray:
+    """bool [V]. Types tied at the cutoff all count as rare (every never-seen type has the same
+    smoothed p), so the rare fraction can exceed q when the counts have many ties."""
+    p = _probs(freq)
+    rare = p <= np.quantile(p, spec.q / 100.0)
+    if spec.elbow:
+        rank = zipf_elbow(p)
+        if rank is not None:
+            rare &= p >= np.sort(p)[::-1][rank - 1]
+    return rare
+
+
+def zipf_elbow(probs: np.ndarray, window: int = 2000, threshold_sd: float = 3.0) -> int | None:
+    """1-based rank where the Zipf tail bends (P2 code): sort p descending, x = ln rank,
+    y = ln p; OLS slopes of windows of `window` types sliding by one over the tail half of
+    ranks; the elbow is the start of the window after the largest absolute slope change,
+    provided that change exceeds mean + 3 SD of all changes. None when there are fewer than
+    3 * window types or no change is that large."""
+    y = np.log(np.sort(np.asarray(probs, dtype=np.float64))[::-1])
+    n = y.size
+    if n < 3 * window:
+        return None
+    x = np.log(np.arange(1, n + 1, dtype=np.float64))
+    start = max(n // 2, 2 * window)
+    xs, ys = x[start:], y[start:]
+    xs, ys = xs - xs.mean(), ys - ys.mean()  # centring keeps the windowed sums well conditioned
+    sx, sy, sxx, sxy = (np.concatenate([[0.0], np.cumsum(v)]) for v in (xs, ys, xs * xs, xs * ys))
+    n_win = xs.size - window  # window starts i = start .. n - window - 1, as in the P2 loop
+    w = slice(window, window + n_win)
+    Sx, Sy = sx[w] - sx[:n_win], sy[w] - sy[:n_win]
+    Sxx, Sxy = sxx[w] - sxx[:n_win], sxy[w] - sxy[:n_win]
+    slopes = (window * Sxy - Sx * Sy) / (window * Sxx - Sx * Sx)
+    jumps = np.abs(np.diff(slopes))
+    if jumps.size == 0:
+        return None
+    big = np.flatnonzero(jumps > jumps.mean() + threshold_sd * jumps.std())
+    if big.size == 0:
+        return None
+    best = big[np.argmax(jumps[big])]
+    return int(start + best + 1) + 1
+
+
+def position_masks(rows: np.ndarray, keep: np.ndarray,
+                   rare: np.ndarray | FrequencyTable,
+                   which: str | RaritySpec = "target") -> tuple[np.ndarray, np.ndarray]:
+    """(rare, common) bool [n_rows, T] over kept positions; common = kept and not rare.
+
+    `rare` is a bool [V] mask from `rare_vocab`, or a FrequencyTable / probability vector
+    together with a RaritySpec. `target` looks at x_{t+1}, `current` at x_t; the last column
+    has no target and is never kept anyway.
+    """
+    spec = which if isinstance(which, RaritySpec) else None
+    which = spec.which if spec else which
+    mask = np.asarray(rare) if not isinstance(rare, FrequencyTable) else None
+    if mask is None or mask.dtype != bool:
+        if spec is None:
+            raise BadInputError("pass a bool rare-vocabulary mask, or frequencies with a RaritySpec")
+        mask = rare_vocab(rare, spec)
+    rows, keep = np.asarray(rows), np.asarray(keep, dtype=bool)
+    is_rare = mask[rows]
+    if which == "target":
+        tok_rare = np.zeros_like(is_rare)
+        tok_rare[:, :-1] = is_rare[:, 1:]
+    elif which == "current":
+        tok_rare = is_rare
+    else:
+        raise BadInputError(f"which must be 'target' or 'current', got {which!r}")
+    return keep & tok_rare, keep & ~tok_rare
