@@ -1,0 +1,370 @@
+"""REPORT.md from results.json: a paper-style results section (summary table, one section per
+claim with figures, exact settings, the original paper's numbers beside ours, caveats, skipped
+models) and the manifest.
+
+`render_report` is a pure function of the results content (plus figure files it copies), so
+`rarebench report results.json` re-renders any run without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tabulate import tabulate
+
+from harness.report.figures import forest_plot
+from harness.report.schema import CLAIMS, claim_sort_key, validate
+from harness.stats.multiple import bh_fdr
+
+SUMMARY_FIGURE = "effects_forest.png"
+Q_FAMILY = "BH-FDR over this run's records of the same claim (all models, seeds, settings)"
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """One number the original papers reported; `details_key` names the TestResult.details
+    entry (or calibration entry) where a claim test puts our counterpart."""
+
+    quantity: str
+    model: str
+    value: str
+    source: str
+    details_key: str | None = None
+
+
+CLAIM_TEXT = {
+    "dual-regimes": (
+        "Ranked by their influence on rare-token prediction, final-layer MLP neurons show three "
+        "regimes (plateau, power law, rapid decay); for common tokens the plateau is absent."),
+    "no-clustering": (
+        "Plateau neurons do not form a module in the co-activation graph: their modularity is no "
+        "higher than that of random neuron groups of the same size."),
+    "no-routing": (
+        "No attention head selectively routes rare-token contexts to the plateau neurons: head "
+        "ablation changes their activations about as much in rare as in other contexts."),
+}
+
+PAPER_NUMBERS: dict[str, list[PaperNumber]] = {
+    "dual-regimes": [
+        PaperNumber("plateau / power-law / decay split, % (ln r = 3.5, 5.5)",
+                    "P3 (~1,940 boost neurons)", "1.7% / 10.9% / 87.4%", "P3", "regime_split"),
+        PaperNumber("power-law slope alpha, rare boost, ln r in [3.5, 4.5]", "GPT-2 large",
+                    "0.534", "P3", "power_law_alpha"),
+        PaperNumber("plateau size (manual)", "GPT-2 large / GPT-2 XL / Pythia-1B / Pythia-2.8B",
+                    "35 / 30 / 50 / 50", "P1/P3", "plateau_size"),
+    ],
+    "no-clustering": [
+        PaperNumber("modularity Q, specialist groups", "P1 models", "0.05-0.11", "P1",
+                    "plateau_q"),
+        PaperNumber("modularity Q, random groups", "P1 models", "0.04-0.09", "P1",
+                    "random_q"),
+        PaperNumber("specialist vs random Q (t-test vs 2 random groups)", "P1 models",
+                    "p > 0.4", "P1"),
+        PaperNumber("(contested: P2's table reportedly has plateau Q above random)", "", "", "P2"),
+    ],
+    "no-routing": [
+        PaperNumber("statistics", "GPT-2 XL, Pythia", "none (selectivity plotted only)", "P1"),
+        PaperNumber("rare vs common attention patterns", "P2 models", "highly correlated",
+                    "P2", "rare_common_corr"),
+    ],
+}
+
+
+def render_report(results: dict[str, Any], out_dir: str | Path,
+                  source_dir: str | Path | None = None) -> Path:
+    """Write out_dir/REPORT.md (and the summary forest plot); return the REPORT.md path.
+
+    Figure paths in `results` are relative to the run directory; with `source_dir` (where the
+    results.json lies) they are copied into out_dir when it differs.
+    """
+    validate(results)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = sorted(results["claims"], key=_record_order)
+    q_values = assign_q_values(records)
+    if source_dir is not None:
+        _copy_figures(records, Path(source_dir), out_dir)
+    keys = sorted({r["claim"] for r in records} | {e["claim"] for e in results["skipped"]}
+                  | {e["claim"] for e in results["errors"]}, key=claim_sort_key)
+    summary_png = forest_plot({_claim_title(k): [_forest_row(r) for r in records
+                                                 if r["claim"] == k] for k in keys},
+                              out_dir / SUMMARY_FIGURE)
+    parts = [
+        f"# rarebench results: run `{results['run_id']}`",
+        _settings_section(results),
+        _summary_section(records, q_values, summary_png, results["skipped"],
+                         results["errors"]),
+    ]
+    for key in keys:
+        parts.append(_claim_section(key, records, q_values, results))
+    parts.append(_manifest_section(results.get("manifest") or {}))
+    path = out_dir / "REPORT.md"
+    path.write_text("\n\n".join(p.strip() for p in parts if p) + "\n", encoding="utf-8")
+    return path
+
+
+def assign_q_values(records: list[dict]) -> dict[int, float | None]:
+    """id(record) -> q-value: details['q_value'] when the claim test corrected its own family,
+    else Benjamini-Hochberg over the p-values of this run's records of the same claim."""
+    out: dict[int, float | None] = {}
+    for key in {r["claim"] for r in records}:
+        family = [r for r in records if r["claim"] == key]
+        own = [r for r in family if _finite(r["result"].get("details", {}).get("q_value"))]
+        for r in own:
+            out[id(r)] = float(r["result"]["details"]["q_value"])
+        rest = [r for r in family if id(r) not in out]
+        p = np.array([r["result"].get("p_value") if _finite(r["result"].get("p_value"))
+                      else np.nan for r in rest], dtype=np.float64)
+        _, q = bh_fdr(p) if len(p) else (None, p)
+        for r, qv in zip(rest, q):
+            out[id(r)] = float(qv) if np.isfinite(qv) else None
+    return out
+
+
+# -- sections --------------------------------------------------------------------------------
+def _settings_section(results: dict) -> str:
+    s = results.get("settings") or {}
+    rows = [
+        ("run id", results["run_id"]),
+        ("started / finished (UTC)", f"{results.get('started_utc')} / {results.get('finished_utc')}"),
+        ("models", ", ".join(map(str, s.get("models") or [])) or "-"),
+        ("seeds", ", ".join(map(str, s.get("seeds") or [])) or "-"),
+        ("rarity: whose token", ", ".join(s.get("rarity_which") or []) or "-"),
+        ("rarity: percentiles q", ", ".join(_num(q) for q in s.get("rarity_q") or []) or "-"),
+        ("quick mode (fewer resamples)", "yes" if s.get("quick") else "no"),
+        ("device requested", s.get("device") or "-"),
+        ("selection (-k / -m)", " / ".join(str(s.get(k) or "-") for k in ("keyword", "markers"))),
+        ("results file", "results.json (schema version "
+                         f"{results['schema_version']}, docs/RESULTS_SCHEMA.md)"),
+    ]
+    return "## Run settings\n\n" + tabulate(rows, headers=["setting", "value"], tablefmt="github")
+
+
+def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: list,
+                     errors: list) -> str:
+    counts = (f"{len(records)} claim results, {len(skipped)} skipped tests, "
+              f"{len(errors)} errors (reasons in each claim's section).")
+    if not records:
+        return f"## Summary\n\n{counts} No claim produced a result in this run."
+    rows = [(_claim_title(r["claim"]), r["model"], _num(r.get("seed")), _rarity(r["settings"]),
+             r["result"]["verdict"], _effect_ci(r["result"]), _num(r["result"].get("p_value")),
+             _num(q.get(id(r))), _num(_calibration(r, "power")), _num(_calibration(r, "fpr")))
+            for r in records]
+    table = tabulate(rows, headers=["claim", "model", "seed", "rarity", "verdict",
+                                    "effect [CI]", "p", "q", "power", "FPR"],
+                     tablefmt="github", disable_numparse=True)
+    text = (f"## Summary\n\n{counts}\n\n{table}\n\n"
+            f"q: {Q_FAMILY}, unless the claim test reports its own q-value. Power: detection rate "
+            "on a planted effect; FPR: rejection rate on a null (the claim test's calibration). "
+            "A 'not supported' verdict is a result, not an error.")
+    if png is not None:
+        text += f"\n\n![effect sizes with CIs per claim and model]({png.name})"
+    return text
+
+
+def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str:
+    mine = [r for r in records if r["claim"] == key]
+    parts = [f"## {_claim_title(key)}"]
+    if key in CLAIM_TEXT:
+        parts.append(f"*Claim:* {CLAIM_TEXT[key]}")
+    if mine:
+        rows = [(r["model"], _num(r.get("seed")), _rarity(r["settings"]),
+                 r["result"].get("effect_name", "effect"), _effect_ci(r["result"]),
+                 _num(r["result"].get("statistic")), _num(r["result"].get("p_value")),
+                 _num(q.get(id(r))), _num(_calibration(r, "power")),
+                 _num(_calibration(r, "fpr")), r["result"]["verdict"],
+                 r.get("test_outcome") or "-", _num(r.get("wall_time_s")))
+                for r in mine]
+        parts.append(tabulate(rows, headers=["model", "seed", "rarity", "effect size",
+                                             "value [CI]", "statistic", "p", "q", "power",
+                                             "FPR", "verdict", "test", "wall s"],
+                              tablefmt="github", disable_numparse=True))
+        parts.append(_figures_block(mine))
+        parts.append(_settings_block(mine))
+    if key in PAPER_NUMBERS:
+        parts.append(_paper_block(key, mine))
+    parts.append(_caveats_block(mine))
+    parts.append(_skips_block([e for e in results["skipped"] if e["claim"] == key],
+                              [e for e in results["errors"] if e["claim"] == key]))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _figures_block(records: list[dict]) -> str:
+    lines = []
+    for r in records:
+        for name, rel in sorted((r.get("figures") or {}).items()):
+            lines.append(f"**{_who(r)}: {name}**\n\n![{name}]({rel})")
+    return "### Figures\n\n" + "\n\n".join(lines) if lines else ""
+
+
+def _settings_block(records: list[dict]) -> str:
+    lines = []
+    for r in records:
+        extra = {"revision": r.get("revision"), "alpha": r["result"].get("alpha"),
+                 **(r.get("settings") or {})}
+        cal = r.get("calibration") or {}
+        text = json.dumps({k: v for k, v in extra.items() if v is not None}, sort_keys=True)
+        line = f"- {_who(r)} (`{r['nodeid']}`): `{text}`"
+        if cal:
+            line += f"; calibration `{json.dumps(cal, sort_keys=True)}`"
+        lines.append(line)
+    return "### Exact settings\n\n" + "\n".join(lines)
+
+
+def _paper_block(key: str, records: list[dict]) -> str:
+    rows = []
+    for n in PAPER_NUMBERS[key]:
+        ours = []
+        if n.details_key:
+            for r in records:
+                value = (r["result"].get("details") or {}).get(n.details_key)
+                if value is not None:
+                    ours.append(f"{_who(r)}: {_value(value)}")
+        rows.append((n.quantity, n.model, n.value, n.source, "; ".join(ours) or "-"))
+    return ("### Original papers vs this run\n\n"
+            + tabulate(rows, headers=["quantity", "model", "paper", "source", "this run"],
+                       tablefmt="github", disable_numparse=True)
+            + "\n\nP1 = arXiv 2509.04479, P2 = arXiv 2509.21163, P3 = arXiv 2505.12822.")
+
+
+def _caveats_block(records: list[dict]) -> str:
+    lines = []
+    for r in records:
+        details = r["result"].get("details") or {}
+        notes = []
+        if details.get("message"):
+            notes.append(str(details["message"]))
+        caveats = details.get("caveats") or []
+        notes.extend([caveats] if isinstance(caveats, str) else map(str, caveats))
+        if r["result"]["verdict"] == "untestable" and not notes:
+            notes.append("untestable (no reason given)")
+        lines.extend(f"- {_who(r)}: {n}" for n in notes)
+    return "### Caveats\n\n" + "\n".join(lines) if lines else ""
+
+
+def _skips_block(skipped: list[dict], errors: list[dict]) -> str:
+    lines = [f"- skipped: {_who(e)}: {e['reason']}" for e in skipped]
+    lines += [f"- error ({e.get('when', 'call')}): {_who(e)} (`{e['nodeid']}`): {e['reason']}"
+              for e in errors]
+    return "### Skipped models and errors\n\n" + "\n".join(lines) if lines else ""
+
+
+def _manifest_section(manifest: dict) -> str:
+    packages = manifest.get("packages") or {}
+    git = manifest.get("git") or {}
+    device = manifest.get("device") or {}
+    rows = [(name, version or "not installed") for name, version in packages.items()]
+    sha = git.get("sha") or "unknown"
+    rows += [
+        ("git sha", sha + (" (uncommitted changes)" if git.get("dirty") else "")),
+        ("device", (", ".join(manifest.get("device_used") or []) or device.get("resolved")
+                    or "-") + (f" ({device['name']})" if device.get("name") else "")),
+        ("dtype", ", ".join(manifest.get("dtype_used") or []) or "-"),
+        ("processing mode", ", ".join(manifest.get("processing_used") or []) or "-"),
+        ("python", manifest.get("python") or "-"),
+        ("platform", manifest.get("platform") or "-"),
+    ]
+    return "## Manifest\n\n" + tabulate(rows, headers=["item", "value"], tablefmt="github",
+                                         disable_numparse=True)
+
+
+# -- small formatting helpers ----------------------------------------------------------------
+def _record_order(r: dict) -> tuple:
+    s = r.get("settings") or {}
+    return (claim_sort_key(r["claim"]), str(r["model"]), _sortable(r.get("seed")),
+            _rarity(s), json.dumps(s, sort_keys=True), r.get("nodeid", ""))
+
+
+def _sortable(x: Any) -> tuple:
+    return (0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x))
+
+
+def _claim_title(key: str) -> str:
+    if key in CLAIMS:
+        number, title = CLAIMS[key]
+        return f"Claim {number}: {title}"
+    return f"Claim {key}"
+
+
+def _who(r: dict) -> str:
+    bits = [str(r.get("model") or "(no model parameter)")]
+    if r.get("seed") is not None:
+        bits.append(f"seed {r['seed']}")
+    rarity = _rarity(r.get("settings") or {})
+    if rarity != "-":
+        bits.append(rarity)
+    return ", ".join(bits)
+
+
+def _rarity(settings: dict) -> str:
+    spec = settings.get("rarity") if isinstance(settings.get("rarity"), dict) else settings
+    which = spec.get("which", spec.get("rarity_which"))
+    q = spec.get("q", spec.get("rarity_q"))
+    if which is None and q is None:
+        return str(settings["rarity"]) if isinstance(settings.get("rarity"), str) else "-"
+    label = " ".join(b for b in (which and str(which), q is not None and f"q{_num(q)}") if b)
+    return label + (" +elbow" if spec.get("elbow") else "")
+
+
+def _calibration(r: dict, kind: str) -> float | None:
+    names = {"power": ("power",), "fpr": ("fpr", "false_positive_rate")}[kind]
+    for source in (r.get("calibration") or {}, r["result"].get("details") or {}):
+        for name in names:
+            if _finite(source.get(name)):
+                return float(source[name])
+    return None
+
+
+def _effect_ci(res: dict) -> str:
+    return f"{_num(res.get('effect'))} [{_num(res.get('ci_low'))}, {_num(res.get('ci_high'))}]"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    if not math.isfinite(x):
+        return "n/a"
+    if x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.2g}"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return " / ".join(_value(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_value(x)}" for k, x in sorted(v.items()))
+    return _num(v)
+
+
+def _forest_row(r: dict) -> dict:
+    res = r["result"]
+    return {"label": _who(r), "effect": res.get("effect") if _finite(res.get("effect")) else None,
+            "ci_low": res.get("ci_low") if _finite(res.get("ci_low")) else None,
+            "ci_high": res.get("ci_high") if _finite(res.get("ci_high")) else None,
+            "verdict": res["verdict"], "effect_name": res.get("effect_name")}
+
+
+def _copy_figures(records: list[dict], source_dir: Path, out_dir: Path) -> None:
+    if source_dir.resolve() == out_dir.resolve():
+        return
+    for r in records:
+        for rel in (r.get("figures") or {}).values():
+            src, dest = source_dir / rel, out_dir / rel
+            if src.is_file() and not Path(rel).is_absolute():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
