@@ -55,7 +55,9 @@ def pytest_addoption(parser):
     group.addoption("--seeds", default="0", help="comma-separated row-sampling seeds")
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     group.addoption("--cache-dir", default=None,
-                    help="result store directory (default: $RAREBENCH_CACHE or ./.cache/rarebench)")
+                    help="result store directory (default: $RAREBENCH_CACHE or a temp dir)")
+    group.addoption("--update-golden", action="store_true",
+                    help="rewrite fixtures/golden/ from this run (tiny fixtures only)")
 
 
 def pytest_configure(config):

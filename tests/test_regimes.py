@@ -125,7 +125,10 @@ def test_untestable_paths_and_bad_input():
     d = make_regimes_data(seed=7)
     pre = check_learned(12.3, 50257)
     r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, precondition=pre, **FAST)
-    assert r.verdict == "untestable" and "12.300" in r.details["reason"]
+    assert r.verdict == "untestable" and "12.300" in r.details["message"]
+    # the numbers are still computed and shown beside the untestable verdict
+    assert np.isfinite(r.statistic) and 0 < r.p_value <= 1 and r.ci_low <= r.ci_high
+    assert r.details["precondition"]["ok"] is False
     few = np.zeros_like(d.rare)
     few[:2] = True
     r2 = dual_regimes_test(d.delta, d.row, few, ~few, d.loss, **FAST)

@@ -478,6 +478,12 @@ def no_clustering_test(acts: np.ndarray, row: np.ndarray, group: np.ndarray, *,
     a = clustering_analysis(acts, row, group, all_acts=all_acts, n_random=n_random,
                             resolutions=resolutions, seeds=seeds, alpha=alpha,
                             tost_margin=tost_margin, seed=seed, **options)
+    return clustering_result(a, alpha)
+
+
+def clustering_result(a: ClusteringAnalysis, alpha: float = 0.05) -> TestResult:
+    """The claim-2 verdict from a finished analysis (kept separate so callers that also plot
+    the null distributions run the analysis once)."""
     verdict_family = [c for c in a.comparisons if c.family == "verdict (BH)"]
     hits = [c.metric for c in verdict_family if c.p_adj <= alpha]
     equivalent = all(e.equivalent for e in a.equivalence.values())

@@ -375,9 +375,8 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
                      "multiple_comparisons": "none within the test; correct across models, "
                                              "seeds and thresholds with BH-FDR"}
     if precondition is not None:
+        # an unlearned model is 'untestable', but its numbers are still computed and shown
         details["precondition"] = precondition.to_dict()
-        if not precondition.ok:
-            return _untestable(precondition.message, alpha, details)
     if details["n_rows_with_rare"] < 4 or common_idx.size < rare_idx.size:
         return _untestable(f"too few rare positions ({rare_idx.size} in "
                            f"{details['n_rows_with_rare']} rows) or fewer common than rare "
@@ -488,7 +487,7 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
                "beyond_difficulty": f"plateau explained by difficulty (lift of rare over "
                                     f"loss-matched common, 95% CI [{lm_ci[0]:.3g}, "
                                     f"{lm_ci[1]:.3g}], does not exclude 0)"}
-    failed = [reasons[k] for k, ok in conditions.items() if not ok]
+    failed = [reasons[k] for k, ok in conditions.items() if not ok and k in reasons]
     details["decision"] = {"conditions": conditions, "failed": failed,
                            "rule": "supported iff precondition ok, split-half Spearman >= 0.5, "
                                    "permutation p < alpha, and the CI of the lift of rare over "
@@ -506,5 +505,13 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
         seg = details["fits"]["rare"].get("segmented", {})
         details["bic_plateau_preferred_rare"] = seg.get("extra", {}).get("plateau_preferred")
 
+    verdict = "not supported" if failed else "supported"
+    if not conditions["precondition"]:
+        verdict = "untestable"
+        details["message"] = (f"{precondition.message}. Numbers shown for information only; "
+                              f"without the precondition they would read: "
+                              f"{'; '.join(failed) or 'supported'}")
+    elif failed:
+        details["message"] = "; ".join(failed)
     return TestResult("dual_regimes", observed, p_perm, observed, ci[0], ci[1],
-                      "not supported" if failed else "supported", EFFECT_NAME, alpha, details)
+                      verdict, EFFECT_NAME, alpha, details)

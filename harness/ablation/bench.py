@@ -1,0 +1,216 @@
+"""`rarebench bench`: speed and accuracy of the closed-form neuron ablation vs hooked forwards.
+
+Why in one process: the comparison is only fair when both methods see the same model, the
+same positions and the same device. The hooked baseline runs one forward per neuron; it is
+timed on a sample of neurons and extrapolated to all d_mlp (the JSON says so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.ablation.hooked import hooked_neuron_delta
+from harness.ablation.neuron import closed_form_delta, prepare_closed_form
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    family: str = "gpt2"   # 'gpt2' | 'neox' | 'llama'
+    n_layers: int = 4
+    d_model: int = 48
+    n_heads: int = 4
+    d_mlp: int = 512
+    d_vocab: int = 50257
+    n_ctx: int = 256
+
+
+TINY = ModelShape()
+GPT2_XL = ModelShape("gpt2", n_layers=48, d_model=1600, n_heads=25, d_mlp=6400, n_ctx=1024)
+
+
+def _hf_config(shape: ModelShape, tied: bool, init_std: float) -> Any:
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    if shape.family == "gpt2":
+        return GPT2Config(vocab_size=shape.d_vocab, n_positions=shape.n_ctx, n_embd=shape.d_model,
+                          n_layer=shape.n_layers, n_head=shape.n_heads, n_inner=shape.d_mlp,
+                          tie_word_embeddings=tied, initializer_range=init_std)
+    if shape.family == "neox":
+        return GPTNeoXConfig(vocab_size=shape.d_vocab, hidden_size=shape.d_model,
+                             num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
+                             intermediate_size=shape.d_mlp, max_position_embeddings=shape.n_ctx,
+                             tie_word_embeddings=tied, initializer_range=init_std)
+    if shape.family == "llama":
+        return LlamaConfig(vocab_size=shape.d_vocab, hidden_size=shape.d_model,
+                           num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
+                           num_key_value_heads=max(1, shape.n_heads // 2),
+                           intermediate_size=shape.d_mlp, max_position_embeddings=shape.n_ctx,
+                           tie_word_embeddings=tied, initializer_range=init_std)
+    raise ValueError(f"unknown family {shape.family!r}")
+
+
+def random_model(shape: ModelShape = TINY, seed: int = 0, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, tied: bool = True,
+                 init_std: float = 0.02) -> Any:
+    """A randomly initialised HF model of `shape` wrapped as a ModelFacade (no download).
+
+    Only the config is written to disk (the bridge reads it from a directory)."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.data.tokenizer import gpt2_tokenizer
+    from harness.models.facade import ModelFacade
+
+    config = _hf_config(shape, tied, init_std)
+    torch.manual_seed(seed)
+    hf_model = AutoModelForCausalLM.from_config(config).to(dtype=dtype).eval()
+    with tempfile.TemporaryDirectory(prefix="rarebench-random-") as tmp:
+        config.save_pretrained(tmp)
+        return ModelFacade.from_hf(hf_model, gpt2_tokenizer(), name=f"random-{shape.family}",
+                                   device=device, source=tmp)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Any, device: torch.device) -> tuple[Any, float]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - start
+
+
+def _n_params(facade: Any) -> int:
+    return sum(p.numel() for p in facade.hf_model.parameters())
+
+
+def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
+              err_positions: int = 16, seed: int = 0) -> dict[str, Any]:
+    """Positions/s of (a) one hooked forward per neuron (sampled, extrapolated) and (b) the
+    closed form (forward_final + all-neuron Deltas), and the closed form's error."""
+    device = torch.device(facade.device)
+    gen = torch.Generator().manual_seed(seed)
+    seq_len = min(64, facade.bridge.cfg.n_ctx)
+    n_rows = max(1, math.ceil(n_positions / (seq_len - 1)))
+    tokens = torch.randint(0, facade.d_vocab, (n_rows, seq_len), generator=gen)
+    keep = torch.zeros(tokens.shape, dtype=torch.bool)
+    keep[:, :-1] = True
+    keep.view(-1)[torch.nonzero(keep.view(-1))[n_positions:, 0]] = False
+    n_pos = int(keep.sum())
+    r, t = torch.nonzero(keep, as_tuple=True)
+
+    with torch.no_grad():
+        op, setup_s = _timed(lambda: prepare_closed_form(
+            facade.W_out, facade.W_U, facade.b_U, facade.final_norm), device)
+        final, fwd_s = _timed(lambda: facade.forward_final(tokens), device)
+        resid, acts = final.resid[r, t], final.post[r, t]
+        targets = tokens[r, t + 1]
+        values = acts.double().mean(0)
+        delta, delta_s = _timed(lambda: closed_form_delta(op, resid, acts, targets, values), device)
+
+        sample = torch.randperm(facade.d_mlp, generator=gen)[:hooked_neurons].tolist()
+        hooked, hooked_s = _timed(
+            lambda: hooked_neuron_delta(facade, tokens, sample, values, keep=keep), device)
+        _, clean_s = _timed(lambda: facade.run_with_hooks(tokens), device)
+        per_neuron_s = max(hooked_s - clean_s, 1e-9) / len(sample)
+
+        k = min(err_positions, n_pos)
+        op64 = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
+                                   dtype=torch.float64)
+        ref = closed_form_delta(op64, resid[:k], acts[:k], targets[:k], values).double()
+        err_fp64 = (delta[:k].double() - ref).abs().max().item()
+        err_hooked = (delta[:, sample].cpu().double() - hooked.double()).abs().max().item()
+
+    m, V, d = facade.d_mlp, facade.d_vocab, facade.d_model
+    hooked_pps = n_pos / (clean_s + per_neuron_s * m)
+    closed_pps = n_pos / (fwd_s + delta_s)
+    forward_flops = 2 * _n_params(facade)
+    return {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "model_shape": {"name": facade.name, "family": facade.family, "n_layers": facade.n_layers,
+                        "d_model": d, "d_mlp": m, "d_vocab": V, "dtype": str(facade.dtype)},
+        "positions": n_pos,
+        "methods": {
+            "hooked": {"positions_per_s": hooked_pps, "neurons_timed": len(sample),
+                       "extrapolated_to_d_mlp": True, "seconds_per_neuron": per_neuron_s},
+            "closed_form": {"positions_per_s": closed_pps, "max_abs_err_nats": err_fp64,
+                            "max_abs_err_vs_hooked_nats": err_hooked, "forward_s": fwd_s,
+                            "delta_s": delta_s, "setup_s": setup_s,
+                            "error_positions": k},
+        },
+        "speedup_vs_hooked": {"closed_form": closed_pps / hooked_pps},
+        "flops_per_position": 7 * m * V + 2 * d * V + 4 * d * m + forward_flops,
+        "exps_per_position": m * V + V,
+        "hooked_flops_per_position": m * forward_flops,
+        "hooked_exps_per_position": m * V,
+    }
+
+
+def _models(choice: str | None, device: str) -> list[Any]:
+    """The benchmark models: the committed tiny fixture (else a random model of its shape),
+    plus a random GPT-2-XL-shaped model on CUDA."""
+    names = [choice] if choice else \
+        ["tiny"] + (["gpt2-xl-shape"] if device.startswith("cuda") else [])
+    out = []
+    for name in names:
+        if name == "gpt2-xl-shape":
+            out.append(random_model(GPT2_XL, device=device))
+            continue
+        fixture = Path(__file__).resolve().parents[2] / "fixtures" / "models" / "tiny-gpt2"
+        if fixture.is_dir():
+            from harness.models.loading import load_model
+
+            out.append(load_model(str(fixture), device=device))
+        else:
+            out.append(random_model(TINY, device=device))
+    return out
+
+
+def _format(res: dict[str, Any]) -> str:
+    ms, meth = res["model_shape"], res["methods"]
+    return "\n".join([
+        f"{ms['name']} (L={ms['n_layers']}, d={ms['d_model']}, d_mlp={ms['d_mlp']}, "
+        f"V={ms['d_vocab']}) on {res['device']}, {res['positions']} positions",
+        f"  hooked (1 forward/neuron; {meth['hooked']['neurons_timed']} neurons timed, "
+        f"extrapolated): {meth['hooked']['positions_per_s']:.3g} positions/s",
+        f"  closed form (all neurons): {meth['closed_form']['positions_per_s']:.3g} positions/s "
+        f"(speed-up x{res['speedup_vs_hooked']['closed_form']:.3g}); max |err| vs fp64 "
+        f"{meth['closed_form']['max_abs_err_nats']:.2e} nats, vs hooked "
+        f"{meth['closed_form']['max_abs_err_vs_hooked_nats']:.2e} nats",
+        f"  per position: {res['flops_per_position']:.3g} FLOPs, "
+        f"{res['exps_per_position']:.3g} exps "
+        f"(hooked: {res['hooked_flops_per_position']:.3g} FLOPs)",
+    ])
+
+
+def _main(args: Any) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = [run_bench(f, n_positions=args.positions) for f in _models(args.model, device)]
+    for res in results:
+        print(_format(res))
+    if args.json:
+        top = dict(results[-1])
+        if len(results) > 1:
+            top["runs"] = results
+        print(json.dumps(top))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="time closed-form vs hooked neuron ablation")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    p.add_argument("--positions", type=int, default=256, help="number of positions to time")
+    p.add_argument("--model", choices=["tiny", "gpt2-xl-shape"], default=None,
+                   help="default: tiny, plus gpt2-xl-shape when CUDA is available")
+    p.set_defaults(func=_main)

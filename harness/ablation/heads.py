@@ -1,0 +1,218 @@
+"""Attention-head ablation and its effect on chosen final-layer neurons (methods.md section 7).
+
+Why this shape: claim 3 ("no routing") asks whether any head feeds the plateau neurons
+selectively at rare positions, so for each head we record the change of those neurons'
+activations and of the loss at every kept position. The paper's intervention is local to one
+query position ('single-query'); 'all-positions' ablates the head everywhere in one pass.
+
+Speed: every ablation starts at the ablated layer from the cached clean `resid_pre` (the
+bridge's `start_at_layer`, exact for GPT-2, NeoX and Llama), many (head, row, query) jobs are
+folded into the batch dimension of one forward, and a single-query job only runs the prefix
+up to its query (later positions cannot affect it under causal attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.errors import BadInputError
+
+Mode = Literal["bos", "zero", "mean"]
+Scope = Literal["all-positions", "single-query"]
+MODES = ("bos", "zero", "mean")
+SCOPES = ("all-positions", "single-query")
+
+
+@dataclass(frozen=True, eq=False)
+class HeadAblation:
+    """Change of chosen final-layer neuron activations and of the loss per head and position."""
+
+    delta_act: np.ndarray   # float32 [n_heads, n_pos, n_neurons]
+    delta_loss: np.ndarray  # float32 [n_heads, n_pos]
+    heads: list[tuple[int, int]]
+    row: np.ndarray         # int64 [n_pos]
+    pos: np.ndarray         # int64 [n_pos]
+    neurons: np.ndarray     # int64 [n_neurons]
+    mode: str = "bos"
+    scope: str = "single-query"
+
+    def influence(self) -> np.ndarray:
+        """H_h(t) = sum_j |delta a_j(t)|, [n_heads, n_pos] (the paper's head influence)."""
+        return np.abs(self.delta_act).sum(-1)
+
+    def __str__(self) -> str:
+        h = self.influence().mean(1) if self.delta_act.size else np.zeros(len(self.heads))
+        top = int(np.argmax(h)) if len(h) else None
+        best = "" if top is None else \
+            f"; largest mean influence {h[top]:.3g} at head {self.heads[top]}"
+        return (f"HeadAblation({len(self.heads)} heads x {len(self.row)} positions x "
+                f"{len(self.neurons)} neurons, {self.mode}, {self.scope}{best})")
+
+
+def all_heads(facade: Any, last_k_layers: int | None = None) -> list[tuple[int, int]]:
+    """Every (layer, head), or those of the last k layers."""
+    first = 0 if last_k_layers is None else max(0, facade.n_layers - last_k_layers)
+    return [(l, h) for l in range(first, facade.n_layers) for h in range(facade.n_heads)]
+
+
+def _losses_at(logits: Tensor, elem: Tensor, pos: Tensor, targets: Tensor) -> Tensor:
+    """CE (float64) of logits[elem[i], pos[i]] against targets[i] (gathers [n, V] only)."""
+    rows = logits[elem.to(logits.device), pos.to(logits.device)].to(torch.float64)
+    return -torch.log_softmax(rows, -1).gather(1, targets[:, None].to(rows.device))[:, 0]
+
+
+def _z_means(facade: Any, rows: np.ndarray, keep: np.ndarray, layers: list[int],
+             batch_size: int) -> dict[int, Tensor]:
+    """Mean of attn.hook_z over all kept positions, per layer: [n_heads, d_head] (float64)."""
+    sums: dict[int, Tensor] = {}
+    count = int(keep.sum())
+    for start in range(0, len(rows), batch_size):
+        mask = torch.from_numpy(keep[start:start + batch_size])
+
+        def grabber(layer: int, mask: Tensor = mask):
+            def grab(z: Tensor, hook: Any) -> Tensor:
+                part = z[mask.to(z.device)].to(torch.float64).sum(0).cpu()
+                sums[layer] = sums.get(layer, 0) + part
+                return z
+            return grab
+
+        with torch.no_grad():
+            facade.run_with_hooks(torch.from_numpy(rows[start:start + batch_size]),
+                                  [(facade.attn_hook(l, "z"), grabber(l)) for l in layers])
+    return {l: s / count for l, s in sums.items()}
+
+
+def _ablation_hook(mode: str, heads: Tensor, queries: Tensor, value: Tensor | None):
+    """Hook editing, for batch element e, head heads[e] at query queries[e] (-1: every query)."""
+    e = torch.arange(len(heads))
+    single = queries >= 0
+
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        dev = x.device
+        es, hs, qs = e[single].to(dev), heads[single].to(dev), queries[single].to(dev)
+        ea, ha = e[~single].to(dev), heads[~single].to(dev)
+        if mode == "bos":  # pattern [B, H, Tq, Tk]: attend only to position 0
+            onehot = torch.zeros(x.shape[-1], dtype=x.dtype, device=dev)
+            onehot[0] = 1
+            x[es, hs, qs] = onehot
+            x[ea, ha] = onehot
+        else:  # z [B, T, H, d_head]
+            if value is None:
+                fill = torch.zeros(len(heads), x.shape[-1], dtype=x.dtype, device=dev)
+            else:
+                fill = value.to(dev, x.dtype)[heads.to(dev)]
+            x[es, qs, hs] = fill[single.to(dev)]
+            x[ea, :, ha] = fill[(~single).to(dev)][:, None, :]
+        return x
+
+    return hook
+
+
+def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, int]] | None = None,
+                  mode: Mode = "bos", scope: Scope = "single-query",
+                  neurons: Sequence[int] = (), last_k_layers: int | None = None,
+                  batch_size: int = 4, fold: int = 64) -> HeadAblation:
+    """Ablate each head (alone) and record delta hook_post[..., neurons] and delta loss at every
+    kept position. `fold` = ablation jobs per forward pass (memory knob)."""
+    if mode not in MODES:
+        raise BadInputError(f"mode={mode!r}; use one of {MODES}")
+    if scope not in SCOPES:
+        raise BadInputError(f"scope={scope!r}; use one of {SCOPES}")
+    rows = np.asarray(rows.cpu() if isinstance(rows, Tensor) else rows, dtype=np.int64)
+    keep = np.asarray(keep.cpu() if isinstance(keep, Tensor) else keep, dtype=bool)
+    if keep.shape != rows.shape or keep[:, -1].any():
+        raise BadInputError("keep must be [n_rows, T] like rows and never mark the last position; "
+                            "build it with harness.data.packing.keep_mask")
+    heads = [(int(l), int(h)) for l, h in (heads or all_heads(facade, last_k_layers))]
+    for l, h in heads:
+        if not (0 <= l < facade.n_layers and 0 <= h < facade.n_heads):
+            raise BadInputError(f"head ({l}, {h}) is outside {facade.n_layers} layers x "
+                                f"{facade.n_heads} heads")
+    neurons_t = torch.as_tensor(list(neurons), dtype=torch.long)
+    layers = sorted({l for l, _ in heads})
+    means = _z_means(facade, rows, keep, layers, batch_size) if mode == "mean" else {}
+
+    r_all, t_all = np.nonzero(keep)
+    pos_index = np.full(rows.shape, -1, dtype=np.int64)
+    pos_index[r_all, t_all] = np.arange(len(r_all))
+    delta_act = np.zeros((len(heads), len(r_all), len(neurons_t)), np.float32)
+    delta_loss = np.zeros((len(heads), len(r_all)), np.float32)
+    kind = "pattern" if mode == "bos" else "z"
+    bridge = facade.bridge
+
+    for start in range(0, len(rows), batch_size):
+        batch = torch.from_numpy(rows[start:start + batch_size])
+        bkeep = keep[start:start + batch_size]
+        cache: dict[str, Tensor] = {}
+
+        def keeper(name: str):  # hook.name may be an alias, so key by the name we asked for
+            def keep_act(act: Tensor, hook: Any) -> Tensor:
+                cache[name] = act.detach()
+                return act
+            return keep_act
+
+        names = [facade.hook_post] + [f"blocks.{l}.hook_resid_pre" for l in layers]
+        with torch.no_grad():
+            logits = facade.run_with_hooks(batch, [(n, keeper(n)) for n in names])
+        br, bt = np.nonzero(bkeep)
+        clean_act = cache[facade.hook_post][br, bt][:, neurons_t.to(logits.device)].double().cpu()
+        targets = batch[:, 1:]
+        clean_loss = _losses_at(logits, torch.from_numpy(br), torch.from_numpy(bt),
+                                targets[br, bt]).cpu()
+        clean_lookup = np.full(bkeep.shape, -1, dtype=np.int64)
+        clean_lookup[br, bt] = np.arange(len(br))
+
+        for layer in layers:
+            head_ids = [i for i, (l, _) in enumerate(heads) if l == layer]
+            if scope == "single-query":
+                jobs = [(i, r, t) for i in head_ids for r, t in zip(br, bt)]
+                jobs.sort(key=lambda j: j[2])  # similar prefix lengths share a forward
+            else:
+                jobs = [(i, r, -1) for i in head_ids for r in range(len(batch))]
+            for j0 in range(0, len(jobs), fold):
+                chunk = jobs[j0:j0 + fold]
+                hi = torch.tensor([heads[i][1] for i, _, _ in chunk])
+                ri = torch.tensor([r for _, r, _ in chunk])
+                qi = torch.tensor([t for _, _, t in chunk])
+                length = int(qi.max()) + 1 if scope == "single-query" else batch.shape[1]
+                resid = cache[f"blocks.{layer}.hook_resid_pre"][ri.to(logits.device), :length]
+                post: dict[str, Tensor] = {}
+
+                def grab(act: Tensor, hook: Any) -> Tensor:
+                    post["post"] = act.detach()
+                    return act
+
+                value = means[layer] if mode == "mean" else None
+                hooks = [(facade.attn_hook(layer, kind), _ablation_hook(mode, hi, qi, value)),
+                         (facade.hook_post, grab)]
+                with torch.no_grad():
+                    out = bridge.run_with_hooks(resid, fwd_hooks=hooks, start_at_layer=layer,
+                                                return_type="logits")
+                # measured (job element, position) pairs
+                if scope == "single-query":
+                    me, mt = torch.arange(len(chunk)), qi
+                else:
+                    pairs = [(e, t) for e, (_, r, _) in enumerate(chunk)
+                             for t in np.nonzero(bkeep[r])[0]]
+                    if not pairs:
+                        continue
+                    me = torch.tensor([p[0] for p in pairs])
+                    mt = torch.tensor([int(p[1]) for p in pairs])
+                mr = ri[me]
+                dev = out.device
+                act = post["post"][me.to(dev), mt.to(dev)][:, neurons_t.to(dev)]
+                loss = _losses_at(out, me, mt, targets[mr, mt]).cpu()
+                ci = torch.from_numpy(clean_lookup[mr.numpy(), mt.numpy()])
+                hidx = np.array([chunk[e][0] for e in me.tolist()])
+                gidx = pos_index[mr.numpy() + start, mt.numpy()]
+                delta_act[hidx, gidx] = (act.double().cpu() - clean_act[ci]).numpy()
+                delta_loss[hidx, gidx] = (loss - clean_loss[ci]).numpy()
+
+    return HeadAblation(delta_act=delta_act, delta_loss=delta_loss, heads=heads,
+                        row=r_all.astype(np.int64), pos=t_all.astype(np.int64),
+                        neurons=neurons_t.numpy(), mode=mode, scope=scope)

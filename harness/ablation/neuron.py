@@ -1,0 +1,350 @@
+"""Exact ablation of every final-layer MLP neuron at once (methods.md section 4).
+
+Only the final norm and the unembedding follow the last MLP, so replacing neuron j's activation
+a_j(t) by v_j moves the residual by the rank-1 term c_j w_j (c_j = v_j - a_j(t), w_j = W_out[j]).
+With x~, w~ the centred vectors (LayerNorm; uncentred for RMSNorm), U = diag(gamma) W_U,
+s^2 = |x~|^2/d + eps and y = (x~/s) U (so clean logits z = y + beta W_U + b_U):
+
+    s'_j^2 = s^2 + (2 c_j x~.w~_j + c_j^2 |w~_j|^2) / d
+    z'_j - z = (s/s'_j - 1) y + (c_j/s'_j) G_j,          G = W~_out U   [d_mlp, V], once
+    Delta_j = logsumexp_v(log p_v + (z'_j - z)_v) - (z'_j - z)_target
+
+This is the paper's closed form rearranged so that each position costs only elementwise work
+and one logsumexp over [d_mlp, V] (no matmul per neuron), and so that float32 rounding acts on
+the *change* of the logits rather than on the logits themselves: Delta is exact to ~1e-6 nats.
+Per-position scalars (s, s', x~.w~, the target terms) are computed in float64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.ablation.batching import free_bytes, with_oom_backoff
+from harness.errors import BadInputError
+
+CODE_VERSION = "neuron-closed-form/1"
+# float32 temporaries alive per block element inside the fused add + logsumexp.
+_TEMPS_PER_ELEMENT = 3
+_G_ROWS_PER_MATMUL = 1024
+
+Values = Literal["mean", "zero"] | Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class ClosedForm:
+    """The model-side tensors the closed form reuses for every position (built once)."""
+
+    neurons: Tensor      # [m] neuron ids
+    W: Tensor            # [m, d] float64 rows of W_out, centred for LayerNorm
+    ww: Tensor           # [m] float64 |W[j]|^2
+    U: Tensor            # [d, V] float64 diag(gamma) W_U
+    bias: Tensor         # [V] float64 beta W_U + b_U
+    G: Tensor            # [m, V] block dtype W @ U
+    centre: bool
+    eps: float
+
+    @property
+    def d_model(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.U.shape[1])
+
+    def __str__(self) -> str:
+        return (f"ClosedForm({len(self.neurons)} neurons, d={self.d_model}, V={self.d_vocab}, "
+                f"{'layernorm' if self.centre else 'rmsnorm'}, block {self.G.dtype})")
+
+
+def prepare_closed_form(W_out: Tensor, W_U: Tensor, b_U: Tensor | None, norm: Any,
+                        neurons: Tensor | list[int] | None = None,
+                        dtype: torch.dtype = torch.float32) -> ClosedForm:
+    """Precompute G = W~_out U (the only d_mlp x V matmul) on W_out's device.
+
+    `norm` is a NormSpec (kind 'layernorm' | 'rmsnorm', gamma, beta, eps); `dtype` is the dtype
+    of the [positions, neurons, V] blocks (float32 normally, float64 for a reference)."""
+    if norm.kind not in ("layernorm", "rmsnorm"):
+        raise BadInputError(f"unknown norm kind {norm.kind!r}; use 'layernorm' or 'rmsnorm'")
+    device = W_out.device
+    f64 = dict(dtype=torch.float64, device=device)
+    d_mlp, d_model = W_out.shape
+    if W_U.shape[0] != d_model:
+        raise BadInputError(f"W_U is {tuple(W_U.shape)}, expected [d_model={d_model}, V]")
+    ids = torch.arange(d_mlp, device=device) if neurons is None else \
+        torch.as_tensor(neurons, dtype=torch.long, device=device)
+    centre = norm.kind == "layernorm"
+    W = W_out.to(**f64)[ids]
+    if centre:
+        W = W - W.mean(-1, keepdim=True)
+    U = norm.gamma.to(**f64)[:, None] * W_U.to(**f64)
+    bias = torch.zeros(W_U.shape[1], **f64) if b_U is None else b_U.to(**f64).clone()
+    if norm.beta is not None:
+        bias += norm.beta.to(**f64) @ W_U.to(**f64)
+    G = torch.empty(len(ids), W_U.shape[1], dtype=dtype, device=device)
+    for i in range(0, len(ids), _G_ROWS_PER_MATMUL):
+        G[i:i + _G_ROWS_PER_MATMUL] = (W[i:i + _G_ROWS_PER_MATMUL] @ U).to(dtype)
+    return ClosedForm(ids, W, (W * W).sum(-1), U, bias, G, centre, float(norm.eps))
+
+
+@dataclass(frozen=True, eq=False)
+class _Clean:
+    """Per-position float64 quantities of the unablated pass."""
+
+    xw: Tensor      # [P, m] x~ . w~_j
+    s: Tensor       # [P] norm scale
+    y: Tensor       # [P, V] (x~/s) U
+    logp: Tensor    # [P, V] log softmax of the clean logits
+    loss: Tensor    # [P] clean CE
+    y_t: Tensor     # [P] y at the target
+    G_t: Tensor     # [P, m] G[j, target]
+
+
+def _clean(op: ClosedForm, resid: Tensor, targets: Tensor) -> _Clean:
+    x = resid.to(torch.float64)
+    if op.centre:
+        x = x - x.mean(-1, keepdim=True)
+    s = torch.sqrt((x * x).mean(-1) + op.eps)
+    y = (x / s[:, None]) @ op.U
+    logp = torch.log_softmax(y + op.bias, -1)
+    t = targets[:, None]
+    return _Clean(xw=x @ op.W.T, s=s, y=y, logp=logp, loss=-logp.gather(1, t)[:, 0],
+                  y_t=y.gather(1, t)[:, 0], G_t=(op.W @ op.U[:, targets]).T)
+
+
+def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
+                     values: Tensor, neuron_block: int) -> Tensor:
+    """Delta for a few positions and all of op's neurons, `neuron_block` neurons at a time."""
+    cl = _clean(op, resid, targets)
+    c = values.to(torch.float64)[None, :] - acts.to(torch.float64)
+    q = (2.0 * c * cl.xw + c * c * op.ww) / op.d_model
+    s_new = torch.sqrt(cl.s[:, None] ** 2 + q)
+    rho_m1 = -q / (s_new * (cl.s[:, None] + s_new))    # s/s' - 1 without cancellation
+    kappa = c / s_new
+    shift_t = rho_m1 * cl.y_t[:, None] + kappa * cl.G_t  # (z' - z) at the target
+    dt = op.G.dtype
+    logp, y = cl.logp.to(dt)[:, None, :], cl.y.to(dt)[:, None, :]
+    # lse of the rounded log p is not exactly 0; subtracting it cancels that bias (c = 0 -> 0).
+    lse0 = torch.logsumexp(logp, -1).to(torch.float64)
+    out = torch.empty(c.shape, dtype=torch.float64, device=c.device)
+    for j in range(0, c.shape[1], neuron_block):
+        sl = slice(j, j + neuron_block)
+        z = torch.addcmul(logp, rho_m1[:, sl, None].to(dt), y)
+        z.addcmul_(kappa[:, sl, None].to(dt), op.G[None, sl])
+        out[:, sl] = torch.logsumexp(z, -1).to(torch.float64)
+    return (out - lse0 - shift_t).to(torch.float32)
+
+
+def default_block_rows(op: ClosedForm) -> int:
+    """How many [V] rows of a block fit the memory free on the device."""
+    per_row = op.d_vocab * op.G.element_size() * _TEMPS_PER_ELEMENT
+    return max(1, free_bytes(op.G.device) // per_row)
+
+
+def closed_form_delta(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
+                      values: Tensor, chunk: int | None = None) -> Tensor:
+    """Delta CE (nats, float32) [N, m] for op's neurons; `acts`/`values` are over all d_mlp.
+
+    `chunk` = block size in (position, neuron) rows of length V; default from free memory.
+    An out-of-memory error halves it and retries the same positions."""
+    dev = op.G.device
+    resid, targets = resid.to(dev), targets.to(dev, torch.long)
+    acts, values = acts.to(dev)[:, op.neurons], values.to(dev)[op.neurons]
+    n, m = acts.shape
+    out = torch.empty(n, m, dtype=torch.float32, device=dev)
+    rows = chunk or default_block_rows(op)
+    start = 0
+    while start < n:
+        def step(rows: int, start: int = start) -> tuple[int, Tensor]:
+            p = max(1, min(n - start, rows // m))
+            sl = slice(start, start + p)
+            return p, _delta_positions(op, resid[sl], acts[sl], targets[sl], values,
+                                       neuron_block=min(m, rows))
+        (p, block), rows = with_oom_backoff(step, rows, "closed-form block rows")
+        out[start:start + p] = block
+        start += p
+    return out
+
+
+def neuron_ablation_delta(resid: Tensor, acts: Tensor, targets: Tensor, W_out: Tensor,
+                          W_U: Tensor, b_U: Tensor | None, norm: Any, values: Tensor,
+                          neurons: Tensor | list[int] | None = None, chunk: int | None = None,
+                          dtype: torch.dtype = torch.float32) -> Tensor:
+    """Delta_j(t) = CE(z'_j(t), x_{t+1}) - CE(z(t), x_{t+1}) in nats, float32 [N, m].
+
+    resid [N, d] = final hook_resid_post, acts [N, d_mlp] = final hook_post, targets [N] =
+    x_{t+1}, values [d_mlp] = replacement (mu or 0); `neurons` selects columns (default all)."""
+    op = prepare_closed_form(W_out, W_U, b_U, norm, neurons, dtype=dtype)
+    return closed_form_delta(op, resid, acts, targets, values, chunk=chunk)
+
+
+def clean_loss(resid: Tensor, targets: Tensor, W_U: Tensor, b_U: Tensor | None,
+               norm: Any) -> Tensor:
+    """CE [N] (float32) of the unablated logits Norm(resid) W_U + b_U, computed in float64."""
+    empty = torch.zeros(0, W_U.shape[0], dtype=W_U.dtype, device=W_U.device)
+    op = prepare_closed_form(empty, W_U, b_U, norm, neurons=[])
+    return _clean(op, resid.to(W_U.device), targets.to(W_U.device, torch.long)).loss.float()
+
+
+# ---- over a data set ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class NeuronInfluence:
+    """Delta CE of mean/zero-ablating each final-layer neuron at every kept position."""
+
+    delta: np.ndarray     # float32 [n_pos, d_mlp]
+    row: np.ndarray       # int64 [n_pos]
+    pos: np.ndarray       # int64 [n_pos]  (t)
+    token: np.ndarray     # int64 [n_pos]  x_t
+    target: np.ndarray    # int64 [n_pos]  x_{t+1}
+    loss: np.ndarray      # float32 [n_pos] clean CE
+    mean_act: np.ndarray  # float64 [d_mlp] mean activation over kept positions
+    values: str = "mean"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in
+                ("delta", "row", "pos", "token", "target", "loss", "mean_act")}
+
+    def __str__(self) -> str:
+        mean = self.delta.mean(0) if len(self.delta) else np.zeros(self.delta.shape[1])
+        return (f"NeuronInfluence({self.delta.shape[0]} positions x {self.delta.shape[1]} "
+                f"neurons, {self.values}-ablation; mean clean loss {self.loss.mean():.4f} nats; "
+                f"mean Delta in [{mean.min():.3g}, {mean.max():.3g}])")
+
+
+def _as_numpy(rows: Any, keep: Any) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.asarray(rows.cpu() if isinstance(rows, Tensor) else rows, dtype=np.int64)
+    keep = np.asarray(keep.cpu() if isinstance(keep, Tensor) else keep, dtype=bool)
+    if rows.ndim != 2 or keep.shape != rows.shape:
+        raise BadInputError(f"rows {rows.shape} and keep {keep.shape} must be the same [n_rows, T]")
+    if keep[:, -1].any():
+        raise BadInputError("keep marks the last position of a row, which has no next token; "
+                            "build keep with harness.data.packing.keep_mask")
+    return rows, keep
+
+
+def _batches(n_rows: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n_rows, batch_size):
+        yield slice(start, min(n_rows, start + batch_size))
+
+
+def mean_activation(facade: Any, rows: np.ndarray, keep: np.ndarray, batch_size: int) -> np.ndarray:
+    """mu_j over all kept positions (float64, streamed over row batches)."""
+    total = torch.zeros(facade.d_mlp, dtype=torch.float64)
+    count = 0
+    for sl in _batches(len(rows), batch_size):
+        mask = torch.from_numpy(keep[sl])
+        with torch.no_grad():
+            post = facade.forward_final(torch.from_numpy(rows[sl])).post
+        total += post[mask.to(post.device)].to(torch.float64).sum(0).cpu()
+        count += int(mask.sum())
+    if count == 0:
+        raise BadInputError("keep selects no positions; nothing to average")
+    return (total / count).numpy()
+
+
+def _values_vector(facade: Any, values: Values, rows: np.ndarray, keep: np.ndarray,
+                   batch_size: int, store: Any, key: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, replacement values) as float64 [d_mlp]."""
+    def compute_mu() -> dict[str, np.ndarray]:
+        return {"mean_act": mean_activation(facade, rows, keep, batch_size)}
+    mu = (store.get_or_compute(store.child(key, "mean"), compute_mu)
+          if store is not None else compute_mu())["mean_act"]
+    if isinstance(values, str):
+        if values not in ("mean", "zero"):
+            raise BadInputError(f"values={values!r}; use 'mean', 'zero' or a tensor [d_mlp]")
+        return mu, (mu if values == "mean" else np.zeros_like(mu))
+    vec = np.asarray(torch.as_tensor(values).detach().cpu(), dtype=np.float64)
+    if vec.shape != (facade.d_mlp,):
+        raise BadInputError(f"values has shape {vec.shape}; expected [d_mlp={facade.d_mlp}]")
+    return mu, vec
+
+
+def _values_spec(values: Values) -> str:
+    if isinstance(values, str):
+        return values
+    data = np.asarray(torch.as_tensor(values).detach().cpu(), dtype=np.float64).tobytes()
+    return "tensor:" + hashlib.sha256(data).hexdigest()
+
+
+def data_digest(rows: np.ndarray, keep: np.ndarray) -> str:
+    """sha256 of the evaluation rows and kept-position mask (part of every cache key)."""
+    h = hashlib.sha256()
+    for a in (rows.astype(np.int64), keep.astype(bool)):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _influence_batch(facade: Any, op: ClosedForm, rows: np.ndarray, keep: np.ndarray,
+                     values: Tensor, row_offset: int, chunk: int | None) -> dict[str, np.ndarray]:
+    r, t = np.nonzero(keep)
+    with torch.no_grad():
+        final = facade.forward_final(torch.from_numpy(rows))
+        dev = final.resid.device
+        ri, ti = torch.from_numpy(r).to(dev), torch.from_numpy(t).to(dev)
+        resid = final.resid[ri, ti].to(op.G.device)
+        acts = final.post[ri, ti].to(op.G.device)
+        targets = torch.from_numpy(rows[r, t + 1]).to(op.G.device)
+        delta = closed_form_delta(op, resid, acts, targets, values, chunk=chunk)
+        loss = _clean(op, resid, targets).loss
+    return {"delta": delta.cpu().numpy(), "row": (r + row_offset).astype(np.int64),
+            "pos": t.astype(np.int64), "token": rows[r, t], "target": rows[r, t + 1],
+            "loss": loss.float().cpu().numpy()}
+
+
+def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
+                     batch_size: int = 8, store: Any = None, progress: bool = False,
+                     chunk: int | None = None) -> NeuronInfluence:
+    """Delta CE for every final-layer neuron at every kept position (row-major order).
+
+    Two passes over the rows: mu_j over all kept positions, then the closed form per batch.
+    With a ResultStore each batch is stored as it finishes, so an interrupted run resumes
+    where it stopped and returns the same numbers."""
+    rows, keep = _as_numpy(rows, keep)
+    key = None
+    if store is not None:
+        key = store.key(kind="neuron_influence", model=facade.info(),
+                        data=data_digest(rows, keep), values=_values_spec(values),
+                        batch_size=batch_size, code=CODE_VERSION)
+        if store.has(key):
+            return _from_arrays(store.load(key), values)
+    mu, vec = _values_vector(facade, values, rows, keep, batch_size, store, key)
+    op = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm)
+    values_t = torch.from_numpy(vec)
+    parts = []
+    batches = list(_batches(len(rows), batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="neuron influence", unit="batch")
+    for i, sl in enumerate(batches):
+        def compute(sl: slice = sl) -> dict[str, np.ndarray]:
+            return _influence_batch(facade, op, rows[sl], keep[sl], values_t, sl.start, chunk)
+        parts.append(store.get_or_compute(store.child(key, f"batch{i:06d}"), compute)
+                     if store is not None else compute())
+    arrays = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
+              for k in ("delta", "row", "pos", "token", "target", "loss")}
+    if not parts:
+        arrays["delta"] = np.zeros((0, facade.d_mlp), np.float32)
+    arrays["mean_act"] = mu
+    if store is not None:
+        store.save(key, arrays, {"kind": "neuron_influence", "values": _values_spec(values),
+                                 "model": facade.info(), "n_rows": int(len(rows)),
+                                 "batch_size": batch_size})
+        for i in range(len(batches)):
+            store.delete(store.child(key, f"batch{i:06d}"))
+    return _from_arrays(arrays, values)
+
+
+def _from_arrays(a: dict[str, np.ndarray], values: Values) -> NeuronInfluence:
+    return NeuronInfluence(delta=a["delta"].astype(np.float32), row=a["row"].astype(np.int64),
+                           pos=a["pos"].astype(np.int64), token=a["token"].astype(np.int64),
+                           target=a["target"].astype(np.int64), loss=a["loss"].astype(np.float32),
+                           mean_act=a["mean_act"].astype(np.float64),
+                           values=values if isinstance(values, str) else "tensor")
