@@ -1,0 +1,83 @@
+"""`load_model`: a registry name (or spec, or local dir) -> a ready ModelFacade.
+
+Every source ends in the same two objects, an HF causal LM and a tokenizer loaded with
+`AutoTokenizer.from_pretrained(dir_or_id)` (TransformerBridge reads its `name_or_path`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import BadInputError, MissingPackageError, MissingWeightsError
+from harness.models.facade import ModelFacade, Processing
+from harness.models.registry import ModelSpec, availability, resolve
+
+
+def _local_dir(spec: ModelSpec) -> Path:
+    """The checkpoint dir; a fixture's step 0 is rebuilt from its preset (not stored in git)."""
+    path = Path(spec.local_path)
+    root = path.parent
+    if spec.step == 0 and not path.is_dir() and (root / "CHECKPOINTS.json").is_file():
+        from harness.train.init import checkpoint_dir
+
+        return checkpoint_dir(root, 0)
+    return path
+
+
+def _tokenizer(source: str | Path, spec: ModelSpec, **kwargs: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source), **kwargs)
+    except (OSError, ValueError) as exc:
+        if spec.family != "gpt2":
+            raise MissingWeightsError(f"{spec.name}: no tokenizer at {source} ({exc}); "
+                                      "save one there with tokenizer.save_pretrained") from None
+    from harness.data.tokenizer import gpt2_tokenizer  # GPT-2 BPE is committed in fixtures/
+
+    return gpt2_tokenizer()
+
+
+def _load_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM
+
+    if spec.gguf_package:
+        from harness.models.gguf import gguf_path, load_gguf
+
+        path = gguf_path(spec.gguf_package, spec.gguf_file)
+        if path is None:
+            raise MissingPackageError(availability(spec)[1])
+        model, tokenizer, _ = load_gguf(spec.gguf_package, path, dtype)
+        return model, tokenizer
+    if spec.local_path:
+        path = _local_dir(spec)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), _tokenizer(path, spec)
+    model = AutoModelForCausalLM.from_pretrained(spec.hf_id, revision=spec.revision, dtype=dtype)
+    return model, _tokenizer(spec.hf_id, spec, revision=spec.revision)
+
+
+def load_model(name_or_spec: str | ModelSpec, device: str = "cpu",
+               dtype: torch.dtype | None = torch.float32, step: int | None = None,
+               processing: Processing = "raw") -> ModelFacade:
+    """Load weights (HF cache / local dir / GGUF package) and wrap them in a ModelFacade.
+
+    `dtype=None` uses the spec's dtype (the original work's: fp16 above 410M parameters).
+    """
+    if isinstance(name_or_spec, ModelSpec):
+        if step is not None and step != name_or_spec.step:
+            raise BadInputError(f"spec {name_or_spec} is step {name_or_spec.step}, not {step}; "
+                                "resolve(name, step) first")
+        spec = name_or_spec
+    else:
+        spec = resolve(name_or_spec, step)
+    ok, reason = availability(spec)
+    if not ok:
+        error = MissingPackageError if spec.gguf_package else MissingWeightsError
+        raise error(f"cannot load {spec.name}: {reason}")
+    dtype = getattr(torch, spec.dtype) if dtype is None else dtype
+    model, tokenizer = _load_hf(spec, dtype)
+    return ModelFacade.from_hf(model, tokenizer, name=spec.name, revision=spec.revision,
+                               step=spec.step, processing=processing, device=device)

