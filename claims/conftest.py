@@ -34,7 +34,9 @@ def prepared(model_name, seed, device, cache_dir, request):
     if not ok:
         pytest.skip(f"{model_name}: weights not available - {reason}")
     quick = request.config.getoption("--quick")
-    eval_spec = pipeline.default_spec_for(model_name, quick=quick)
+    which = tuple(w.strip() for w in request.config.getoption("--rarity-which").split(",") if w.strip())
+    qs = [float(q) for q in str(request.config.getoption("--rarity-q")).split(",") if q.strip()]
+    eval_spec = pipeline.default_spec_for(model_name, quick=quick, cover_q=max(qs), cover_which=which)
     eval_spec = pipeline.EvalSpec(**{**eval_spec.__dict__, "seed": eval_spec.seed + seed})
     return pipeline.prepare(model_name, eval_spec, device=device, store_root=cache_dir)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from harness.data.frequency import FrequencyTable, count_tokens
 from harness.data.packing import keep_mask, pack_rows, special_ids_for
@@ -25,20 +26,33 @@ from harness.errors import BadInputError
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Which text and how much of it. `seed` shuffles the packed rows (the paper used 42), so
-    different seeds evaluate different row samples of the same text."""
+    """Which text, how much of it, and which of its kept positions get the (costly) ablation.
+
+    `seed` shuffles the packed rows (the paper used 42), so different seeds evaluate different
+    row samples of the same text. Every position that is rare under `cover_q` (target or
+    current token) is evaluated; common positions are a *uniform* Bernoulli sample of all kept
+    positions of expected size `common_budget` (None: all). Each claim's common set is drawn
+    from that uniform sample only, so it is an unbiased sample of common positions for any
+    rarity threshold q <= cover_q, while the few rare positions are all kept."""
 
     text: str = "fixtures"
     n_rows: int = 48
     seq_len: int = 256
     seed: int = 42
     max_docs: int | None = None
+    cover_q: float = 50.0
+    cover_which: tuple[str, ...] = ("target", "current")
+    common_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_rows < 4:
             raise BadInputError(f"n_rows must be >= 4 (split-half needs rows), got {self.n_rows}")
         if self.seq_len < 8:
             raise BadInputError(f"seq_len must be >= 8, got {self.seq_len}")
+        if not 0 < self.cover_q < 100:
+            raise BadInputError(f"cover_q must be in (0, 100), got {self.cover_q}")
+        if self.common_budget is not None and self.common_budget < 1:
+            raise BadInputError(f"common_budget must be >= 1 or None, got {self.common_budget}")
 
 
 @dataclass(eq=False)
@@ -49,7 +63,8 @@ class Prepared:
     facade: Any
     spec: EvalSpec
     rows: np.ndarray  # int64 [n_rows, T]
-    keep: np.ndarray  # bool [n_rows, T]
+    keep: np.ndarray  # bool [n_rows, T]: the paper's kept positions (mu is averaged over these)
+    uniform: np.ndarray  # bool [n_rows, T]: the uniform sample common positions come from
     freq: FrequencyTable
     freq_note: str
     influence: Any  # harness.ablation.neuron.NeuronInfluence
@@ -61,9 +76,15 @@ class Prepared:
         return int(self.influence.delta.shape[0])
 
     def masks(self, rarity: RaritySpec) -> tuple[np.ndarray, np.ndarray]:
-        """(rare, common) bool [n_pos] aligned with the influence rows."""
+        """(rare, common) bool [n_pos] aligned with the influence rows: every rare position,
+        and the common positions of the uniform sample."""
+        if rarity.q > self.spec.cover_q or rarity.which not in self.spec.cover_which:
+            raise BadInputError(f"{rarity} is outside the evaluated cover (q <= "
+                                f"{self.spec.cover_q:g}, {'/'.join(self.spec.cover_which)}); "
+                                "widen EvalSpec.cover_q / cover_which")
         vocab = rare_vocab(self.freq, rarity)
         rare, common = position_masks(self.rows, self.keep, vocab, rarity.which)
+        common &= self.uniform
         inf = self.influence
         return rare[inf.row, inf.pos], common[inf.row, inf.pos]
 
@@ -74,6 +95,7 @@ class Prepared:
 
     def info(self) -> dict[str, Any]:
         return {"model": self.facade.info(), "eval": self.spec.__dict__, "n_pos": self.n_pos,
+                "n_kept": int(self.keep.sum()), "n_uniform": int(self.uniform.sum()),
                 "n_rows": int(self.rows.shape[0]), "frequency": self.freq_note}
 
 
@@ -100,18 +122,47 @@ def _tokenizer_key(facade: Any) -> str:
     return facade.name.split("@")[0]
 
 
+def document_separator(facade: Any) -> tuple[int, int]:
+    """(bos, eos) for packing plain text. Llama chat tokenizers (SmolLM2-Instruct) name chat
+    markers as BOS/EOS; their pretraining separator is <|endoftext|>, so prefer that."""
+    tok = facade.tokenizer
+    sep = tok.convert_tokens_to_ids("<|endoftext|>") if hasattr(tok, "convert_tokens_to_ids") else None
+    if isinstance(sep, int) and sep != getattr(tok, "unk_token_id", None) and sep >= 0:
+        return sep, sep
+    bos = facade.bos_token_id if facade.bos_token_id is not None else facade.eos_token_id
+    eos = facade.eos_token_id if facade.eos_token_id is not None else bos
+    if bos is None:
+        raise BadInputError(f"{facade.name}: tokenizer has no BOS/EOS token to separate documents")
+    return int(bos), int(eos)
+
+
 def build_rows(facade: Any, spec: EvalSpec) -> tuple[np.ndarray, np.ndarray]:
     tok = facade.tokenizer
     docs = (tok.encode(d, add_special_tokens=False) for d in iter_documents(spec.text, spec.max_docs))
-    bos = facade.bos_token_id if facade.bos_token_id is not None else facade.eos_token_id
-    eos = facade.eos_token_id if facade.eos_token_id is not None else bos
+    bos, eos = document_separator(facade)
     rows = pack_rows(docs, spec.seq_len, bos_id=bos, eos_id=eos, seed=spec.seed,
                      max_rows=spec.n_rows)
     if len(rows) < spec.n_rows:
         raise BadInputError(f"text source {spec.text!r} gives only {len(rows)} rows of "
                             f"{spec.seq_len} tokens; ask for fewer rows or more text")
-    special = special_ids_for(tok, facade.family)
+    special = special_ids_for(tok, facade.family) | {bos, eos}
     return rows, keep_mask(rows, special)
+
+
+def evaluation_positions(rows: np.ndarray, keep: np.ndarray, freq: FrequencyTable,
+                         spec: EvalSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluate, uniform) bool [n_rows, T]: all positions rare under cover_q (target or
+    current) plus a uniform Bernoulli sample of kept positions (see EvalSpec)."""
+    cover = np.zeros_like(keep)
+    for which in spec.cover_which:
+        rare, _ = position_masks(rows, keep, rare_vocab(freq, RaritySpec(spec.cover_q, which)),
+                                 which)
+        cover |= rare
+    n_kept = int(keep.sum())
+    rate = 1.0 if spec.common_budget is None else min(1.0, spec.common_budget / max(n_kept, 1))
+    rng = np.random.default_rng([spec.seed, 7])
+    uniform = keep & (rng.random(keep.shape) < rate)
+    return keep & (cover | uniform), uniform
 
 
 @lru_cache(maxsize=4)
@@ -133,38 +184,49 @@ def _prepare(model_name: str, spec: EvalSpec, device: str, store_root: str | Non
     from harness.ablation.neuron import neuron_influence
     from harness.store import ResultStore
 
+    from harness.ablation.neuron import mean_activation
+
     facade = load_facade(model_name, device)
     rows, keep = build_rows(facade, spec)
     freq, note = frequency_for(model_name, facade, rows)
+    evaluate, uniform = evaluation_positions(rows, keep, freq, spec)
     store = ResultStore(store_root) if store_root else None
-    influence = neuron_influence(facade, rows, keep, values="mean", batch_size=batch_size,
-                                 store=store)
-    return Prepared(model_name, facade, spec, rows, keep, freq, note, influence, store_root)
+    # mu over *all* kept positions (the paper's mean ablation), whatever subset is evaluated
+    mu = mean_activation(facade, rows, keep, batch_size)
+    influence = neuron_influence(facade, rows, evaluate, values=torch.from_numpy(mu),
+                                 batch_size=batch_size, store=store)
+    return Prepared(model_name, facade, spec, rows, keep, uniform, freq, note, influence,
+                    store_root, extras={"mean_act_all": mu})
 
 
 def final_activations(prep: Prepared, batch_size: int = 8) -> np.ndarray:
     """float32 [n_pos, d_mlp] final-layer MLP activations at the kept positions (row-major,
     aligned with the influence rows). Memoised on the Prepared object."""
     if "acts" not in prep.extras:
-        import torch
-
         parts = []
+        inf = prep.influence
+        evaluated = np.zeros_like(prep.keep)
+        evaluated[inf.row, inf.pos] = True
         for start in range(0, len(prep.rows), batch_size):
             sl = slice(start, start + batch_size)
             with torch.no_grad():
                 post = prep.facade.forward_final(torch.from_numpy(prep.rows[sl])).post
-            mask = torch.from_numpy(prep.keep[sl])
+            mask = torch.from_numpy(evaluated[sl])
             parts.append(post[mask].float().cpu().numpy())
         prep.extras["acts"] = np.concatenate(parts).astype(np.float32)
     return prep.extras["acts"]
 
 
-def default_spec_for(model_name: str, quick: bool = False) -> EvalSpec:
-    """CI-sized defaults: tiny fixtures evaluate on their held-out sample; real models on more
-    rows when not in quick mode."""
+def default_spec_for(model_name: str, quick: bool = False, cover_q: float = 50.0,
+                     cover_which: tuple[str, ...] = ("target", "current")) -> EvalSpec:
+    """CPU-sized defaults. Forward passes are cheap and rare positions are few (~0.5% of
+    positions at q=50), so many rows are read and every rare position is ablated; the
+    costly part (a d_mlp x V logsumexp per position) is bounded by sampling common positions.
+    Real models read fewer rows on the committed sample; pass your own EvalSpec for more."""
+    common = dict(cover_q=cover_q, cover_which=tuple(cover_which))
     if model_name.startswith("tiny-"):
-        return EvalSpec(n_rows=32 if quick else 48)
-    return EvalSpec(n_rows=16 if quick else 64)
+        return EvalSpec(n_rows=96 if quick else 256, common_budget=200 if quick else 400, **common)
+    return EvalSpec(n_rows=32 if quick else 128, common_budget=150 if quick else 400, **common)
 
 
 def reports_root() -> Path:

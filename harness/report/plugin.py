@@ -169,8 +169,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="directory that receives <run-id>/REPORT.md (relative to the rootdir)")
     group.addoption("--run-id", default=None, help="run id (default: UTC timestamp + random)")
     group.addoption("--no-report", action="store_true", help="do not write a report")
-    group.addoption("--rarity-which", default="target,current",
-                    help="comma list of whose rarity defines rare positions: target, current")
+    group.addoption("--rarity-which", default="target",
+                    help="comma list of whose rarity defines rare positions: target, current "
+                         "(default target: what the loss predicts; `rarebench run` does both)")
     group.addoption("--rarity-q", default="15,50",
                     help="comma list of rarity percentiles q (rare = least-frequent q%% of types)")
     group.addoption("--quick", action="store_true",

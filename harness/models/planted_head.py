@@ -1,0 +1,128 @@
+"""A tiny GPT-2 with one hand-wired routing head: the positive control for claim 3 on a real
+forward pass (not just synthetic arrays).
+
+Why hand-wired: a random model has no routing head we could know about, and a trained one has
+no ground truth. Here one head (default layer 0, head 1) reads a "rare" flag direction `r` that
+only rare-token embeddings carry, attends from rare queries to rare keys (itself included), and
+writes a direction `w` that only the plateau neurons of the final MLP read. Ablating that head
+therefore moves the plateau neurons much more at rare positions than at common ones, and more
+than random neurons. Every other weight has `r`, its common-token twin and `w` projected out of
+its input, so rare tokens differ from common ones only through that head. With `planted=None`
+nothing reads the flags: rare and common contexts are exchangeable, an exact null.
+
+torch lives here because this module *builds* a model (a fixture builder, like train/); the
+routing analysis itself stays numpy-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+
+@dataclass(frozen=True)
+class PlantedModel:
+    model: GPT2LMHeadModel          # eval mode
+    rare_tokens: np.ndarray         # token ids carrying the rare flag
+    plateau: np.ndarray             # final-layer MLP neuron ids that read the routed direction
+    planted: tuple[int, int] | None  # (layer, head) wired to route; None for the control
+
+
+def _orthonormal_zero_mean(rng: np.random.Generator, d: int, k: int) -> list[np.ndarray]:
+    """k random orthonormal directions, all orthogonal to the all-ones vector (LayerNorm's mean
+    removal leaves them alone)."""
+    basis = [np.ones(d) / np.sqrt(d)]
+    for _ in range(k):
+        v = rng.normal(size=d)
+        for u in basis:
+            v -= (v @ u) * u
+        basis.append(v / np.linalg.norm(v))
+    return basis[1:]
+
+
+def _project_out(weight: torch.Tensor, direction: np.ndarray, dim: int) -> None:
+    """Remove `direction` from the input (dim=0) or output (dim=1) space of a Conv1D weight."""
+    u = torch.as_tensor(direction, dtype=weight.dtype)
+    if dim == 0:
+        weight -= torch.outer(u, u @ weight)
+    else:
+        weight -= torch.outer(weight @ u, u)
+
+
+@torch.no_grad()
+def planted_routing_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2,
+                          n_heads: int = 4, n_ctx: int = 64,
+                          planted: tuple[int, int] | None = (0, 1), n_plateau: int = 8,
+                          n_rare: int = 256, flag: float = 16.0, qk_scale: float = 2.0,
+                          write: float = 0.3, read: float = 5.0, bias: float = 4.0,
+                          massive: float = 30.0, init_std: float = 0.2,
+                          seed: int = 0) -> PlantedModel:
+    """Build the model. `planted=None` gives the control: the same embeddings and plateau
+    wiring, but no head reads the rare flag (no head routes).
+
+    `n_rare` rare token types (many types, each seldom drawn, as in real text: a small fixed
+    set would give token-identity effects that no row resampling sees). `flag` is the size of
+    the rare flag in the embeddings, `qk_scale` how sharply rare queries pick rare keys,
+    `write` the head's output along w, `read` the plateau neurons' weight on w, `bias` the
+    plateau neurons' pre-activation bias, `massive` a constant residual component (like
+    GPT-2's massive activations) that keeps every LayerNorm scale nearly fixed under ablation,
+    `init_std` the random weights' scale (large enough that every head does work).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
+                     n_positions=n_ctx, n_inner=4 * d_model, resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0, initializer_range=init_std)
+    model = GPT2LMHeadModel(cfg).eval()
+    tr = model.transformer
+    r, r_common, w, c = _orthonormal_zero_mean(rng, d_model, 4)
+    rare = np.sort(rng.choice(vocab, n_rare, replace=False))
+    is_rare = torch.zeros(vocab, dtype=torch.bool)
+    is_rare[torch.as_tensor(rare)] = True
+    f32 = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
+
+    # embeddings: rare tokens carry flag * r, common ones flag * r_common (same norm, so
+    # LayerNorm scales do not tell them apart); a constant massive component c on every position
+    wte = f32(rng.normal(size=(vocab, d_model)))
+    wpe = f32(0.5 * rng.normal(size=(n_ctx, d_model)))
+    for emb in (wte, wpe):
+        for u in (r, r_common, w, c):
+            _project_out(emb, u, 1)
+    wte += flag * torch.where(is_rare[:, None], f32(r), f32(r_common))
+    wpe += massive * f32(c)
+    tr.wte.weight.copy_(wte)   # tied to lm_head
+    tr.wpe.weight.copy_(wpe)
+
+    # nobody reads the flags or w; nobody writes them or the massive component (a write along
+    # a flag would make the residual norm, hence every LayerNorm scale, differ by rarity) ...
+    for block in tr.h:
+        for u in (r, r_common, w):
+            _project_out(block.attn.c_attn.weight, u, 0)
+            _project_out(block.mlp.c_fc.weight, u, 0)
+        for u in (r, r_common, w, c):
+            _project_out(block.attn.c_proj.weight, u, 1)
+            _project_out(block.mlp.c_proj.weight, u, 1)
+
+    # ... except the planted head (dim 0 routes: rare queries pick rare keys, their value is
+    # the flag, written along w; dims 1.. keep random weights, so the head also does ordinary
+    # work, a first-order effect on every neuron at rare and common positions alike)
+    d_head = d_model // n_heads
+    if planted is not None:
+        attn = tr.h[planted[0]].attn
+        first = planted[1] * d_head
+        for part, scale in ((0, qk_scale), (1, qk_scale), (2, 1.0)):  # query, key, value
+            attn.c_attn.weight[:, part * d_model + first] = scale * f32(r)
+            attn.c_attn.bias[part * d_model + first] = 0.0
+        attn.c_proj.weight[first] = write * f32(w)
+
+    # ... and the plateau neurons of the final MLP, which read w; they sit in GELU's linear
+    # range so the routed write does not change their slope for other heads' effects
+    mlp = tr.h[-1].mlp
+    plateau = np.sort(rng.choice(mlp.c_fc.weight.shape[1], n_plateau, replace=False))
+    idx = torch.as_tensor(plateau)
+    mlp.c_fc.weight[:, idx] += read * f32(w)[:, None]
+    mlp.c_fc.bias[idx] = bias
+    return PlantedModel(model=model, rare_tokens=rare, plateau=plateau, planted=planted)
