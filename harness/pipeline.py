@@ -24,6 +24,9 @@ from harness.data.tokenizer import fixtures_dir
 from harness.errors import BadInputError
 
 
+COMMON_PER_RARE = 2
+
+
 @dataclass(frozen=True)
 class EvalSpec:
     """Which text, how much of it, and which of its kept positions get the (costly) ablation.
@@ -159,7 +162,10 @@ def evaluation_positions(rows: np.ndarray, keep: np.ndarray, freq: FrequencyTabl
                                  which)
         cover |= rare
     n_kept = int(keep.sum())
-    rate = 1.0 if spec.common_budget is None else min(1.0, spec.common_budget / max(n_kept, 1))
+    # at least twice the rare count, so size- and loss-matched common draws always exist
+    budget = None if spec.common_budget is None else max(spec.common_budget,
+                                                          COMMON_PER_RARE * int(cover.sum()))
+    rate = 1.0 if budget is None else min(1.0, budget / max(n_kept, 1))
     rng = np.random.default_rng([spec.seed, 7])
     uniform = keep & (rng.random(keep.shape) < rate)
     return keep & (cover | uniform), uniform
@@ -225,8 +231,8 @@ def default_spec_for(model_name: str, quick: bool = False, cover_q: float = 50.0
     Real models read fewer rows on the committed sample; pass your own EvalSpec for more."""
     common = dict(cover_q=cover_q, cover_which=tuple(cover_which))
     if model_name.startswith("tiny-"):
-        return EvalSpec(n_rows=96 if quick else 256, common_budget=200 if quick else 400, **common)
-    return EvalSpec(n_rows=32 if quick else 128, common_budget=150 if quick else 400, **common)
+        return EvalSpec(n_rows=32 if quick else 64, common_budget=200 if quick else 400, **common)
+    return EvalSpec(n_rows=32 if quick else 96, common_budget=150 if quick else 400, **common)
 
 
 def reports_root() -> Path:
