@@ -56,6 +56,8 @@ def pytest_addoption(parser):
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     group.addoption("--cache-dir", default=None,
                     help="result store directory (default: $RAREBENCH_CACHE or a temp dir)")
+    group.addoption("--groups", default="plateau-boost",
+                    help="claim 2 neuron groups: plateau-boost, top{10,50,100}-{boost,suppress}")
     group.addoption("--update-golden", action="store_true",
                     help="rewrite fixtures/golden/ from this run (tiny fixtures only)")
 

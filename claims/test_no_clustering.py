@@ -44,17 +44,27 @@ CLAIM = "no-clustering"
 CALIBRATION = {"power": 0.975, "power_setting": "synthetic, planted module strength 0.5",
                "fpr": 0.030, "fpr_mc_se": 0.012, "n_null": 200,
                "source": "reports/CALIBRATION.md (claim 2)"}
-GROUPS = ["plateau-boost", "top50-suppress"]
+GROUP_KINDS = ("plateau-boost", "top10-boost", "top50-boost", "top100-boost", "top10-suppress",
+               "top50-suppress", "top100-suppress")
+
+
+def pytest_generate_tests(metafunc):
+    if "group_kind" in metafunc.fixturenames:
+        kinds = [k.strip() for k in metafunc.config.getoption("--groups").split(",") if k.strip()]
+        unknown = sorted(set(kinds) - set(GROUP_KINDS))
+        if unknown:
+            raise pytest.UsageError(f"--groups: unknown {unknown}; choose from {GROUP_KINDS}")
+        metafunc.parametrize("group_kind", kinds, scope="module")
 
 
 def select_group(prep, rare: np.ndarray, kind: str) -> np.ndarray:
     inf = prep.influence
     if kind == "plateau-boost":
         return plateau_neurons(inf.delta, rare, sign="boost", method="fixed")
-    return top_neurons(inf.delta, rare, 50, sign="suppress")
+    top, sign = kind.split("-")
+    return top_neurons(inf.delta, rare, int(top.removeprefix("top")), sign=sign)
 
 
-@pytest.mark.parametrize("group_kind", GROUPS)
 def test_no_clustering(prepared, rarity, seed, model_name, group_kind, record_claim, figure_dir,
                        request):
     quick = request.config.getoption("--quick")
@@ -65,10 +75,10 @@ def test_no_clustering(prepared, rarity, seed, model_name, group_kind, record_cl
     group = np.asarray(select_group(prepared, rare, group_kind))
     acts = pipeline.final_activations(prepared)
     inf = prepared.influence
-    n = 199 if quick else 1000
-    analysis = clustering_analysis(acts[rare], inf.row[rare], group, n_random=n, n_shuffle=n // 2,
-                                   n_rotation=n // 2, n_boot=100 if quick else 200,
-                                   n_leiden_check=20 if quick else 100, seed=seed)
+    n = 199 if quick else 1000  # random groups: the verdict's null
+    analysis = clustering_analysis(acts[rare], inf.row[rare], group, n_random=n,
+                                   n_shuffle=n // 5, n_rotation=n // 5, n_boot=100,
+                                   n_leiden_check=10 if quick else 50, seed=seed)
     pre = check_learned(inf.loss[rare], prepared.facade.d_vocab, prepared.unigram_loss(rare))
     result = apply_precondition(clustering_result(analysis), pre)
     figure = plot_nulls(analysis, figure_dir / f"nulls-{group_kind}-{rarity.which}-q{rarity.q:g}.png")

@@ -34,7 +34,7 @@ import time
 import numpy as np
 import pytest
 
-from harness.ablation.heads import head_ablation
+from harness import pipeline
 from harness.analyses.plots_routing import plot_rare_common_scatter, plot_selectivity_heatmap
 from harness.analyses.regimes import plateau_neurons
 from harness.analyses.routing import group_influence, no_routing_test
@@ -50,7 +50,7 @@ N_RANDOM_GROUPS = 8
 
 
 def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
-    """Head ablation on the first `n_rows` rows at the evaluated positions."""
+    """Plateau + random groups, and their head influences on the first `n_rows` rows."""
     inf = prep.influence
     rare_all, common_all = prep.masks(rarity)
     plateau = np.asarray(plateau_neurons(inf.delta, rare_all, sign="boost", method="fixed"))
@@ -58,16 +58,11 @@ def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
     others = np.setdiff1d(np.arange(prep.facade.d_mlp), plateau)
     groups = [plateau] + [rng.choice(others, plateau.size, replace=False)
                           for _ in range(N_RANDOM_GROUPS)]
-    neurons = np.concatenate(groups)
-    sel = inf.row < n_rows
-    keep = np.zeros_like(prep.keep)
-    keep[inf.row[sel], inf.pos[sel]] = True
-    ablation = head_ablation(prep.facade, prep.rows[:n_rows], keep[:n_rows], mode=mode,
-                             scope="all-positions", neurons=neurons.tolist())
-    # re-index each group into the ablation's neuron columns
+    ablation, cols = pipeline.head_effects(prep, mode, n_rows, np.concatenate(groups))
     offsets = np.cumsum([0] + [g.size for g in groups])
-    cols = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(groups))]
-    infl = group_influence(ablation.delta_act, cols)
+    infl = group_influence(ablation.delta_act,
+                           [cols[offsets[i]:offsets[i + 1]] for i in range(len(groups))])
+    sel = inf.row < n_rows
     return ablation, infl, rare_all[sel], common_all[sel], plateau
 
 

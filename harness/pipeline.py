@@ -237,3 +237,28 @@ def default_spec_for(model_name: str, quick: bool = False, cover_q: float = 50.0
 
 def reports_root() -> Path:
     return Path(__file__).resolve().parents[1] / "reports"
+
+
+def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
+                 max_bytes: int = 1 << 30) -> tuple[Any, np.ndarray]:
+    """(HeadAblation, column of each requested neuron) for every head, all-positions scope, on
+    the evaluated positions of the first `n_rows` rows. Memoised per (mode, n_rows): where it
+    fits in `max_bytes` the ablation records *all* final-layer neurons, so every rarity
+    setting's plateau group and random groups reuse one set of forward passes."""
+    from harness.ablation.heads import head_ablation
+
+    inf = prep.influence
+    sel = inf.row < n_rows
+    keep = np.zeros_like(prep.keep)
+    keep[inf.row[sel], inf.pos[sel]] = True
+    n_heads = prep.facade.n_layers * prep.facade.n_heads
+    record_all = n_heads * int(sel.sum()) * prep.facade.d_mlp * 4 <= max_bytes
+    key = ("heads", mode, n_rows) if record_all else ("heads", mode, n_rows, tuple(neurons.tolist()))
+    if key not in prep.extras:
+        cols = np.arange(prep.facade.d_mlp) if record_all else np.asarray(neurons)
+        prep.extras[key] = (head_ablation(prep.facade, prep.rows[:n_rows], keep[:n_rows],
+                                          mode=mode, scope="all-positions",
+                                          neurons=cols.tolist()), cols)
+    ablation, cols = prep.extras[key]
+    where = {int(n): i for i, n in enumerate(cols)}
+    return ablation, np.array([where[int(n)] for n in neurons], dtype=np.int64)

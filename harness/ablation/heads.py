@@ -60,6 +60,18 @@ def all_heads(facade: Any, last_k_layers: int | None = None) -> list[tuple[int, 
     return [(l, h) for l in range(first, facade.n_layers) for h in range(facade.n_heads)]
 
 
+class _StopForward(Exception):
+    """Raised from the last hook_resid_post: skips the full-vocabulary unembedding of every
+    position (the cost of an all-positions ablation) when only kept positions are measured."""
+
+
+def _losses_from_resid(facade: Any, resid: Tensor, targets: Tensor) -> Tensor:
+    """CE (float64) of final_norm(resid) W_U + b_U against targets, for [n, d] residuals."""
+    x = facade.final_norm.apply(resid.to(torch.float64))
+    logits = x @ facade.W_U.to(torch.float64) + facade.b_U.to(torch.float64)
+    return -torch.log_softmax(logits, -1).gather(1, targets[:, None].to(logits.device))[:, 0]
+
+
 def _losses_at(logits: Tensor, elem: Tensor, pos: Tensor, targets: Tensor) -> Tensor:
     """CE (float64) of logits[elem[i], pos[i]] against targets[i] (gathers [n, V] only)."""
     rows = logits[elem.to(logits.device), pos.to(logits.device)].to(torch.float64)
@@ -187,12 +199,20 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                     post["post"] = act.detach()
                     return act
 
+                def grab_resid(act: Tensor, hook: Any) -> Tensor:
+                    post["resid"] = act.detach()
+                    raise _StopForward  # the unembedding runs below, at measured positions only
+
                 value = means[layer] if mode == "mean" else None
                 hooks = [(facade.attn_hook(layer, kind), _ablation_hook(mode, hi, qi, value)),
-                         (facade.hook_post, grab)]
+                         (facade.hook_post, grab), (facade.hook_resid_post, grab_resid)]
                 with torch.no_grad():
-                    out = bridge.run_with_hooks(resid, fwd_hooks=hooks, start_at_layer=layer,
-                                                return_type="logits")
+                    try:
+                        bridge.run_with_hooks(resid, fwd_hooks=hooks, start_at_layer=layer,
+                                              return_type="logits")
+                    except _StopForward:
+                        pass
+                out = post["resid"]
                 # measured (job element, position) pairs
                 if scope == "single-query":
                     me, mt = torch.arange(len(chunk)), qi
@@ -206,7 +226,8 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                 mr = ri[me]
                 dev = out.device
                 act = post["post"][me.to(dev), mt.to(dev)][:, neurons_t.to(dev)]
-                loss = _losses_at(out, me, mt, targets[mr, mt]).cpu()
+                loss = _losses_from_resid(facade, out[me.to(dev), mt.to(dev)],
+                                          targets[mr, mt]).cpu()
                 ci = torch.from_numpy(clean_lookup[mr.numpy(), mt.numpy()])
                 hidx = np.array([chunk[e][0] for e in me.tolist()])
                 gidx = pos_index[mr.numpy() + start, mt.numpy()]
