@@ -75,7 +75,11 @@ def pytest_generate_tests(metafunc):
     """Parametrise every test that asks for `model_name` / `seed` from the command line."""
     if "model_name" in metafunc.fixturenames:
         names = _split(metafunc.config.getoption("--models"))
-        params = [pytest.param(n, id=n, marks=getattr(pytest.mark, model_marker(n))) for n in names]
+        # every model but the committed tiny fixtures takes minutes on CPU: also `slow`, so CI
+        # (-m "not slow") runs the claims on the fixtures and `rarebench run` on the rest too
+        params = [pytest.param(n, id=n, marks=[getattr(pytest.mark, model_marker(n))]
+                               + ([] if n.startswith("tiny-") else [pytest.mark.slow]))
+                  for n in names]
         metafunc.parametrize("model_name", params, scope="module")
     if "seed" in metafunc.fixturenames:
         seeds = [int(s) for s in _split(metafunc.config.getoption("--seeds"))]

@@ -4,7 +4,8 @@ neurons (P1, claim 3; methods.md sections 7, 8).
 Preregistration
 - Targets: the plateau neurons of the rare-token boost curve (claim 1, fixed rank window) and
   R = 8 random neuron groups of the same size (specificity normaliser).
-- Intervention: every head of every layer ablated alone; modes `bos` (the head's attention row
+- Intervention: every head ablated alone (all layers; the last 6 layers for models deeper
+  than 12 layers, as the paper did for GPT-2 XL); modes `bos` (the head's attention row
   set to one-hot on position 0, the paper), `zero` and `mean` (on attn.hook_z); scope
   `all-positions` (the head ablated at every query in one pass). Head influence at a position
   = sum over the group of |change of activation|; plateau influence is divided by the mean
@@ -47,6 +48,12 @@ CALIBRATION = {"power": 0.94, "power_setting": "synthetic, planted routing head 
                "source": "reports/CALIBRATION.md (claim 3)"}
 MODES = ["bos", "zero", "mean"]
 N_RANDOM_GROUPS = 8
+LAST_K = 6
+
+
+def last_k_layers(facade) -> int | None:
+    """All heads of small models; the last 6 layers of deep ones (as the paper for GPT-2 XL)."""
+    return None if facade.n_layers <= 2 * LAST_K else LAST_K
 
 
 def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
@@ -58,7 +65,8 @@ def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
     others = np.setdiff1d(np.arange(prep.facade.d_mlp), plateau)
     groups = [plateau] + [rng.choice(others, plateau.size, replace=False)
                           for _ in range(N_RANDOM_GROUPS)]
-    ablation, cols = pipeline.head_effects(prep, mode, n_rows, np.concatenate(groups))
+    ablation, cols = pipeline.head_effects(prep, mode, n_rows, np.concatenate(groups),
+                                           last_k_layers=last_k_layers(prep.facade))
     offsets = np.cumsum([0] + [g.size for g in groups])
     infl = group_influence(ablation.delta_act,
                            [cols[offsets[i]:offsets[i + 1]] for i in range(len(groups))])

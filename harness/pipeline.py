@@ -232,7 +232,7 @@ def default_spec_for(model_name: str, quick: bool = False, cover_q: float = 50.0
     common = dict(cover_q=cover_q, cover_which=tuple(cover_which))
     if model_name.startswith("tiny-"):
         return EvalSpec(n_rows=32 if quick else 64, common_budget=200 if quick else 400, **common)
-    return EvalSpec(n_rows=32 if quick else 96, common_budget=150 if quick else 400, **common)
+    return EvalSpec(n_rows=24 if quick else 48, common_budget=150 if quick else 300, **common)
 
 
 def reports_root() -> Path:
@@ -240,6 +240,7 @@ def reports_root() -> Path:
 
 
 def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
+                 last_k_layers: int | None = None,
                  max_bytes: int = 1 << 30) -> tuple[Any, np.ndarray]:
     """(HeadAblation, column of each requested neuron) for every head, all-positions scope, on
     the evaluated positions of the first `n_rows` rows. Memoised per (mode, n_rows): where it
@@ -251,14 +252,18 @@ def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
     sel = inf.row < n_rows
     keep = np.zeros_like(prep.keep)
     keep[inf.row[sel], inf.pos[sel]] = True
-    n_heads = prep.facade.n_layers * prep.facade.n_heads
+    n_layers = prep.facade.n_layers if last_k_layers is None else min(last_k_layers,
+                                                                        prep.facade.n_layers)
+    n_heads = n_layers * prep.facade.n_heads
     record_all = n_heads * int(sel.sum()) * prep.facade.d_mlp * 4 <= max_bytes
-    key = ("heads", mode, n_rows) if record_all else ("heads", mode, n_rows, tuple(neurons.tolist()))
+    key = (("heads", mode, n_rows, last_k_layers) if record_all else
+           ("heads", mode, n_rows, last_k_layers, tuple(neurons.tolist())))
     if key not in prep.extras:
         cols = np.arange(prep.facade.d_mlp) if record_all else np.asarray(neurons)
         prep.extras[key] = (head_ablation(prep.facade, prep.rows[:n_rows], keep[:n_rows],
                                           mode=mode, scope="all-positions",
-                                          neurons=cols.tolist()), cols)
+                                          neurons=cols.tolist(), last_k_layers=last_k_layers),
+                            cols)
     ablation, cols = prep.extras[key]
     where = {int(n): i for i, n in enumerate(cols)}
     return ablation, np.array([where[int(n)] for n in neurons], dtype=np.int64)
