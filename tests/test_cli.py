@@ -147,13 +147,14 @@ def test_run_end_to_end_on_a_fake_checkout(tmp_path, monkeypatch, registry, caps
         "def pytest_addoption(parser):\n"
         "    for name in ('--models', '--seeds', '--device', '--cache-dir'):\n"
         "        parser.addoption(name, default=None)\n")
-    (root / "claims" / "test_no_clustering.py").write_text(
+    # a unique module name: the outer session may already have imported claims/test_no_clustering
+    (root / "claims" / "test_e2e_fake_clustering.py").write_text(
         "from harness.stats.result import TestResult\n\n"
         "def test_q(record_claim, request, rarity_q, quick):\n"
         "    assert rarity_q == [15.0, 50.0] and quick\n"
         "    r = TestResult('Q excess', 0.5, 0.7, 0.01, -0.03, 0.05, 'supported')\n"
         "    for m in request.config.getoption('--models').split(','):\n"
-        "        record_claim(r, model=m, seed=0, settings={'device': 'cpu'})\n")
+        "        record_claim(r, model=m, claim='no-clustering', seed=0, settings={'device': 'cpu'})\n")
     monkeypatch.setattr(report_cli, "repo_root", lambda: root)
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["run", "--models", "tiny-gpt2,tiny-pythia", "--run-id", "e2e", "--quick",

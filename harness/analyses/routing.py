@@ -307,12 +307,13 @@ def specificity(infl_plateau: np.ndarray, infl_random: np.ndarray, fdr_q: float)
     """
     p_mean = infl_plateau.mean(axis=1)
     g_mean = infl_random.mean(axis=2)                    # [n_groups, n_heads]
-    ratio = p_mean / g_mean.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a head that moves nothing: NaN
+        ratio = p_mean / g_mean.mean(axis=0)
     pvals = np.array([empirical_p(p_mean[h], g_mean[:, h]) for h in range(p_mean.size)])
     rejected, qvals = bh_fdr(pvals, fdr_q)
     tot_p, tot_g = p_mean.sum(), g_mean.sum(axis=1)
     return {"ratio": ratio.tolist(), "p": pvals.tolist(), "q": qvals.tolist(),
-            "n_heads_specific": int(rejected.sum()), "median_ratio": float(np.median(ratio)),
+            "n_heads_specific": int(rejected.sum()), "median_ratio": float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else None,
             "all_heads_ratio": float(tot_p / tot_g.mean()),
             "all_heads_p": empirical_p(tot_p, tot_g),
             "n_groups": int(infl_random.shape[0]),
