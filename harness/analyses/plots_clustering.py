@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from harness.analyses.clustering import ClusteringAnalysis  # noqa: E402
+from harness.analyses.figio import save_figure  # noqa: E402
 
 
 def plot_group_graph(w: np.ndarray, labels: np.ndarray, path: str | Path,
@@ -35,7 +36,7 @@ def plot_group_graph(w: np.ndarray, labels: np.ndarray, path: str | Path,
     ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=80, edgecolors="k", zorder=3)
     ax.set_title(title)
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_community_map(layer_labels: np.ndarray, group: np.ndarray, path: str | Path) -> Path:
@@ -51,7 +52,7 @@ def plot_community_map(layer_labels: np.ndarray, group: np.ndarray, path: str | 
     ax.set_ylabel("neurons")
     ax.set_yscale("log")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_nulls(analysis: ClusteringAnalysis, path: str | Path) -> Path:
@@ -69,13 +70,5 @@ def plot_nulls(analysis: ClusteringAnalysis, path: str | Path) -> Path:
         ax.set_title(f"{metric} vs {null} null", fontsize=9)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

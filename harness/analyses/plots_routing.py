@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from harness.errors import BadInputError  # noqa: E402
 from harness.stats.result import TestResult  # noqa: E402
+from harness.analyses.figio import save_figure  # noqa: E402
 
 
 def _per_head(result: TestResult) -> list[dict]:
@@ -58,7 +59,7 @@ def plot_selectivity_heatmap(result: TestResult, path: str | Path) -> Path:
                 ax.add_patch(plt.Rectangle((h["head"] - 0.5, layers.index(h["layer"]) - 0.5),
                                            1, 1, fill=False, edgecolor="k", linewidth=2))
     fig.suptitle(f"{result.name}: {result.verdict}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
@@ -84,13 +85,5 @@ def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
     ax.set_xlabel("common contexts")
     ax.set_ylabel("rare contexts")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
