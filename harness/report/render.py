@@ -238,8 +238,9 @@ def _caveats_block(records: list[dict]) -> str:
     for r in records:
         details = r["result"].get("details") or {}
         notes = []
-        if details.get("message"):
-            notes.append(str(details["message"]))
+        for key in ("message", "reason"):  # analyses name the why of a verdict either way
+            if details.get(key):
+                notes.append(str(details[key]))
         caveats = details.get("caveats") or []
         notes.extend([caveats] if isinstance(caveats, str) else map(str, caveats))
         if r["result"]["verdict"] == "untestable" and not notes:
