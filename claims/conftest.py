@@ -13,15 +13,21 @@ import pytest
 
 from harness import pipeline
 from harness.data.rarity import RaritySpec
+from harness.report.runinfo import parse_rarity_q, parse_rarity_which
 
 
 def pytest_generate_tests(metafunc):
     if "rarity" in metafunc.fixturenames:
-        which = [w.strip() for w in metafunc.config.getoption("--rarity-which").split(",") if w.strip()]
-        qs = [float(q) for q in str(metafunc.config.getoption("--rarity-q")).split(",") if q.strip()]
+        which, qs = rarity_options(metafunc.config)
         specs = [RaritySpec(q=q, which=w) for w in which for q in qs]
         metafunc.parametrize("rarity", specs, ids=[f"{s.which}-q{s.q:g}" for s in specs],
                              scope="module")
+
+
+def rarity_options(config) -> tuple[list[str], list[float]]:
+    """--rarity-which / --rarity-q, parsed (and validated) as the report plugin does."""
+    return (parse_rarity_which(config.getoption("--rarity-which")),
+            parse_rarity_q(config.getoption("--rarity-q")))
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +40,9 @@ def prepared(model_name, seed, device, cache_dir, request):
     if not ok:
         pytest.skip(f"{model_name}: weights not available - {reason}")
     quick = request.config.getoption("--quick")
-    which = tuple(w.strip() for w in request.config.getoption("--rarity-which").split(",") if w.strip())
-    qs = [float(q) for q in str(request.config.getoption("--rarity-q")).split(",") if q.strip()]
-    eval_spec = pipeline.default_spec_for(model_name, quick=quick, cover_q=max(qs), cover_which=which)
+    which, qs = rarity_options(request.config)
+    eval_spec = pipeline.default_spec_for(model_name, quick=quick, cover_q=max(qs),
+                                          cover_which=tuple(which))
     eval_spec = pipeline.EvalSpec(**{**eval_spec.__dict__, "seed": eval_spec.seed + seed})
     return pipeline.prepare(model_name, eval_spec, device=device, store_root=cache_dir)
 

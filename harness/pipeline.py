@@ -205,14 +205,19 @@ def _prepare(model_name: str, spec: EvalSpec, device: str, store_root: str | Non
                     store_root, extras={"mean_act_all": mu})
 
 
+def evaluated_grid(prep: Prepared) -> np.ndarray:
+    """bool [n_rows, T]: the positions that were ablated (the influence rows)."""
+    grid = np.zeros_like(prep.keep)
+    grid[prep.influence.row, prep.influence.pos] = True
+    return grid
+
+
 def final_activations(prep: Prepared, batch_size: int = 8) -> np.ndarray:
     """float32 [n_pos, d_mlp] final-layer MLP activations at the kept positions (row-major,
     aligned with the influence rows). Memoised on the Prepared object."""
     if "acts" not in prep.extras:
         parts = []
-        inf = prep.influence
-        evaluated = np.zeros_like(prep.keep)
-        evaluated[inf.row, inf.pos] = True
+        evaluated = evaluated_grid(prep)
         for start in range(0, len(prep.rows), batch_size):
             sl = slice(start, start + batch_size)
             with torch.no_grad():
@@ -248,10 +253,8 @@ def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
     setting's plateau group and random groups reuse one set of forward passes."""
     from harness.ablation.heads import head_ablation
 
-    inf = prep.influence
-    sel = inf.row < n_rows
-    keep = np.zeros_like(prep.keep)
-    keep[inf.row[sel], inf.pos[sel]] = True
+    sel = prep.influence.row < n_rows
+    keep = evaluated_grid(prep)
     n_layers = prep.facade.n_layers if last_k_layers is None else min(last_k_layers,
                                                                         prep.facade.n_layers)
     n_heads = n_layers * prep.facade.n_heads
