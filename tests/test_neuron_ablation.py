@@ -87,19 +87,19 @@ def test_oom_halves_the_block_and_retries(monkeypatch):
     op = prepare_closed_form(torch.randn(m, d, generator=gen), torch.randn(d, v, generator=gen),
                              None, NormSpec("layernorm", torch.ones(d), None, 1e-5))
     values = torch.zeros(m)
-    expected = closed_form_delta(op, *args, values, chunk=10**6)
+    expected = closed_form_delta(op, *args, values, chunk=10**6, method="compiled")
     real, seen = neuron._delta_positions, []
 
-    def flaky(op, resid, acts, targets, values, neuron_block):
+    def flaky(op, resid, acts, targets, values, neuron_block, method):
         rows = len(resid) * neuron_block
         seen.append(rows)
         if rows > 25:
             raise (MemoryError() if len(seen) == 1 else
                    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-        return real(op, resid, acts, targets, values, neuron_block)
+        return real(op, resid, acts, targets, values, neuron_block, method)
 
     monkeypatch.setattr(neuron, "_delta_positions", flaky)
-    got = closed_form_delta(op, *args, values, chunk=200)
+    got = closed_form_delta(op, *args, values, chunk=200, method="compiled")
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert seen[0] == 120 and max(seen[seen.index(min(seen)):]) <= 25  # shrank, then stayed small
 

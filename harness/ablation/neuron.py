@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.ablation import lse_triton
 from harness.ablation.batching import free_bytes, with_oom_backoff
 from harness.errors import BadInputError
 
@@ -33,6 +34,7 @@ CODE_VERSION = "neuron-closed-form/1"
 _TEMPS_PER_ELEMENT = 3
 _G_ROWS_PER_MATMUL = 1024
 _CPU_BLOCK_ROWS = 2048
+_TRITON_MAX_POSITIONS = 1024
 
 Values = Literal["mean", "zero"] | Tensor
 
@@ -128,8 +130,9 @@ def _clean(op: ClosedForm, resid: Tensor, targets: Tensor) -> _Clean:
 
 
 def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
-                     values: Tensor, neuron_block: int) -> Tensor:
-    """Delta for a few positions and all of op's neurons, `neuron_block` neurons at a time."""
+                     values: Tensor, neuron_block: int, method: str = "compiled") -> Tensor:
+    """Delta for a few positions and all of op's neurons, `neuron_block` neurons at a time
+    (`method` 'triton': all neurons in one kernel launch, no [P, m, V] block)."""
     cl = _clean(op, resid, targets)
     c = values.to(torch.float64)[None, :] - acts.to(torch.float64)
     q = (2.0 * c * cl.xw + c * c * op.ww) / op.d_model
@@ -146,7 +149,18 @@ def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tenso
     y_max = y.abs().amax(-1)
     bound = (logp.amax(-1).to(torch.float64) + rho_m1.abs() * y_max.to(torch.float64)
              + kappa.abs() * op.G_absmax.to(torch.float64)[None, :])
-    kernel = _fused_lse()
+    if method == "triton":
+        lse = lse_triton.lse_bounded(logp[:, 0], y[:, 0], op.G, rho_m1, kappa, bound)
+        out.copy_(lse)
+        bad = ~torch.isfinite(lse)
+        if bad.any():  # the bound underflowed for these pairs: exact logsumexp for them only
+            pi, ji = torch.nonzero(bad, as_tuple=True)
+            z = (logp[pi, 0] + rho_m1[pi, ji, None].to(dt) * y[pi, 0]
+                 + kappa[pi, ji, None].to(dt) * op.G[ji])
+            out[pi, ji] = torch.logsumexp(z, -1).to(torch.float64)
+        delta = out - lse0 - shift_t
+        return delta.masked_fill(c == 0, 0.0).to(torch.float32)
+    kernel = _fused_lse() if method == "compiled" else None
     for j in range(0, c.shape[1], neuron_block):
         sl = slice(j, j + neuron_block)
         r, k, b = rho_m1[:, sl, None].to(dt), kappa[:, sl, None].to(dt), bound[:, sl].to(dt)
@@ -207,25 +221,54 @@ def default_block_rows(op: ClosedForm) -> int:
     return min(rows, _CPU_BLOCK_ROWS) if op.G.device.type == "cpu" else rows
 
 
+METHODS = ("auto", "triton", "compiled", "eager")
+
+
+def resolve_method(method: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """'auto' -> the Triton kernel where it runs (CUDA), else the torch.compile'd kernel."""
+    if method not in METHODS:
+        raise BadInputError(f"method={method!r}; use one of {', '.join(METHODS)}")
+    if method == "auto":
+        return "triton" if (dtype != torch.float64 and lse_triton.available(device)) \
+            else "compiled"
+    if method == "triton" and not lse_triton.available(device):
+        raise BadInputError("method='triton' needs Triton and a CUDA device "
+                            "(or TRITON_INTERPRET=1 on CPU)")
+    return method
+
+
+def _positions_per_triton_call(op: ClosedForm) -> int:
+    """The Triton path keeps only [P, V] float64 rows (y, log p and their casts) and [P, m]
+    scalars alive, so it takes many positions per call: a full grid and few launches."""
+    per_pos = op.d_vocab * 8 * 6 + len(op.neurons) * 8 * 12
+    return int(max(1, min(_TRITON_MAX_POSITIONS, free_bytes(op.G.device) // per_pos)))
+
+
 def closed_form_delta(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
-                      values: Tensor, chunk: int | None = None) -> Tensor:
+                      values: Tensor, chunk: int | None = None, method: str = "auto") -> Tensor:
     """Delta CE (nats, float32) [N, m] for op's neurons; `acts`/`values` are over all d_mlp.
 
-    `chunk` = block size in (position, neuron) rows of length V; default from free memory.
-    An out-of-memory error halves it and retries the same positions."""
+    `chunk` = block size in (position, neuron) rows of length V (for the 'triton' method: in
+    positions); default from free memory. An out-of-memory error halves it and retries the
+    same positions. `method`: 'auto' | 'triton' | 'compiled' | 'eager' (same numbers to ~1e-6
+    nats; they differ in speed)."""
     dev = op.G.device
+    method = resolve_method(method, dev, op.G.dtype)
     resid, targets = resid.to(dev), targets.to(dev, torch.long)
     acts, values = acts.to(dev)[:, op.neurons], values.to(dev)[op.neurons]
     n, m = acts.shape
     out = torch.empty(n, m, dtype=torch.float32, device=dev)
-    rows = chunk or default_block_rows(op)
+    if method == "triton":
+        rows = chunk or _positions_per_triton_call(op)
+    else:
+        rows = chunk or default_block_rows(op)
     start = 0
     while start < n:
         def step(rows: int, start: int = start) -> tuple[int, Tensor]:
-            p = max(1, min(n - start, rows // m))
+            p = max(1, min(n - start, rows if method == "triton" else rows // m))
             sl = slice(start, start + p)
             return p, _delta_positions(op, resid[sl], acts[sl], targets[sl], values,
-                                       neuron_block=min(m, rows))
+                                       neuron_block=min(m, rows), method=method)
         (p, block), rows = with_oom_backoff(step, rows, "closed-form block rows")
         out[start:start + p] = block
         start += p
@@ -235,13 +278,13 @@ def closed_form_delta(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tens
 def neuron_ablation_delta(resid: Tensor, acts: Tensor, targets: Tensor, W_out: Tensor,
                           W_U: Tensor, b_U: Tensor | None, norm: Any, values: Tensor,
                           neurons: Tensor | list[int] | None = None, chunk: int | None = None,
-                          dtype: torch.dtype = torch.float32) -> Tensor:
+                          dtype: torch.dtype = torch.float32, method: str = "auto") -> Tensor:
     """Delta_j(t) = CE(z'_j(t), x_{t+1}) - CE(z(t), x_{t+1}) in nats, float32 [N, m].
 
     resid [N, d] = final hook_resid_post, acts [N, d_mlp] = final hook_post, targets [N] =
     x_{t+1}, values [d_mlp] = replacement (mu or 0); `neurons` selects columns (default all)."""
     op = prepare_closed_form(W_out, W_U, b_U, norm, neurons, dtype=dtype)
-    return closed_form_delta(op, resid, acts, targets, values, chunk=chunk)
+    return closed_form_delta(op, resid, acts, targets, values, chunk=chunk, method=method)
 
 
 def clean_loss(resid: Tensor, targets: Tensor, W_U: Tensor, b_U: Tensor | None,

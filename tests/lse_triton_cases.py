@@ -1,0 +1,143 @@
+"""Cases for tests/test_lse_triton.py, run in a child process started with TRITON_INTERPRET=1
+(Triton reads it when it is first imported, so the parent test process cannot switch it on).
+Prints one JSON object: case name -> max abs error (or an error message)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+from harness.ablation import lse_triton
+from harness.ablation.neuron import neuron_ablation_delta
+from harness.models.facade import NormSpec
+
+TILES = ["1,16,32,4", "4,32,64,4", "8,16,16,8", "4,16,32,4,nobound", "2,16,32,4,acc3d"]
+
+
+def problem(kind: str, seed: int, n=7, d=24, m=45, v=301):
+    """Ragged sizes on purpose (n, m, V not multiples of any tile): masking is exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    resid = 3 * torch.randn(n, d, generator=gen)
+    acts = torch.randn(n, m, generator=gen)
+    W_out, W_U = 0.5 * torch.randn(m, d, generator=gen), 2 * torch.randn(d, v, generator=gen)
+    b_U, values = torch.randn(v, generator=gen), torch.randn(m, generator=gen)
+    norm = NormSpec(kind, 0.5 + torch.rand(d, generator=gen),
+                    torch.randn(d, generator=gen) if kind == "layernorm" else None, 1e-5)
+    targets = torch.randint(0, v, (n,), generator=gen)
+    return resid, acts, targets, W_out, W_U, b_U, norm, values
+
+
+def closed_form_cases(out: dict) -> None:
+    for kind in ("layernorm", "rmsnorm"):
+        for tile in TILES:
+            os.environ["RAREBENCH_LSE_TILE"] = tile
+            cfg = lse_triton.KernelConfig.parse(tile)
+            args = problem(kind, seed=sum(cfg[:4]))
+            ref = neuron_ablation_delta(*args, dtype=torch.float64, method="eager").double()
+            got = neuron_ablation_delta(*args, method="triton", chunk=3).double()
+            out[f"closed_form-{kind}-{cfg.label()}"] = {
+                "err": (got - ref).abs().max().item(), "ref_absmax": ref.abs().max().item()}
+    os.environ.pop("RAREBENCH_LSE_TILE")
+
+
+def raw_kernel_case(out: dict) -> None:
+    gen = torch.Generator().manual_seed(3)
+    P, M, V = 5, 19, 133
+    logp = torch.log_softmax(4 * torch.randn(P, V, generator=gen), -1)
+    y, G = torch.randn(P, V, generator=gen), torch.randn(M, V, generator=gen)
+    rho, kappa = 0.3 * torch.randn(P, M, generator=gen), torch.randn(P, M, generator=gen)
+    z = logp[:, None] + rho[..., None] * y[:, None] + kappa[..., None] * G[None]
+    bound = z.amax(-1) + torch.rand(P, M, generator=gen)  # an upper bound, not the max
+    got = lse_triton.lse_bounded(logp, y, G, rho, kappa, bound, tile_spec=(2, 8, 32, 4))
+    out["raw"] = {"err": (got - torch.logsumexp(z, -1)).abs().max().item()}
+
+
+def underflow_case(out: dict) -> None:
+    """A bound so loose that every exp underflows: the kernel gives -inf for those pairs and
+    the caller must recompute them exactly."""
+    args = problem("layernorm", seed=5)
+    ref = neuron_ablation_delta(*args, dtype=torch.float64, method="eager").double()
+    real = lse_triton.lse_bounded
+    seen = {}
+
+    def loose(logp, y, G, rho, kappa, bound, tile_spec=None):
+        bound = bound.clone()
+        bound[0, :3] += 500.0  # exp(z - bound) == 0 in float32 for these pairs
+        raw = real(logp, y, G, rho, kappa, bound, tile_spec)
+        seen["non_finite"] = int((~torch.isfinite(raw)).sum())
+        return raw
+
+    lse_triton.lse_bounded = loose
+    os.environ["RAREBENCH_LSE_TILE"] = "4,16,32,4"  # a variant that subtracts the bound
+    try:
+        got = neuron_ablation_delta(*args, method="triton").double()
+    finally:
+        lse_triton.lse_bounded = real
+        os.environ.pop("RAREBENCH_LSE_TILE")
+    out["underflow"] = {"err": (got - ref).abs().max().item(), **seen}
+
+
+def overflow_case(out: dict) -> None:
+    """The default variant sums exp(z) with no bound: a pair whose logit shift overflows
+    float32 comes back inf and must be recomputed exactly (here forced by inflating kappa
+    inside the kernel call only)."""
+    args = problem("rmsnorm", seed=6)
+    ref = neuron_ablation_delta(*args, dtype=torch.float64, method="eager").double()
+    real = lse_triton.lse_bounded
+    seen = {}
+
+    def huge(logp, y, G, rho, kappa, bound, tile_spec=None):
+        kappa = kappa.clone()
+        kappa[1, :2] *= 1e6  # exp(kappa G) = inf in float32 for these pairs
+        raw = real(logp, y, G, rho, kappa, bound, tile_spec)
+        seen["non_finite"] = int((~torch.isfinite(raw)).sum())
+        return raw
+
+    lse_triton.lse_bounded = huge
+    try:
+        got = neuron_ablation_delta(*args, method="triton").double()
+    finally:
+        lse_triton.lse_bounded = real
+    out["overflow"] = {"err": (got - ref).abs().max().item(),
+                       "default_bound": lse_triton.DEFAULT_CONFIG.bound, **seen}
+
+
+def oom_case(out: dict) -> None:
+    """On the Triton path the block is counted in positions: an out-of-memory error halves it
+    and the same positions are retried, with the same numbers."""
+    from harness.ablation import neuron
+
+    args = problem("layernorm", seed=7)
+    ref = neuron_ablation_delta(*args, dtype=torch.float64, method="eager").double()
+    real, sizes = neuron._delta_positions, []
+
+    def flaky(op, resid, *rest, **kw):
+        sizes.append(len(resid))
+        if len(resid) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(op, resid, *rest, **kw)
+
+    neuron._delta_positions = flaky
+    try:
+        got = neuron_ablation_delta(*args, method="triton", chunk=8).double()
+    finally:
+        neuron._delta_positions = real
+    out["oom"] = {"err": (got - ref).abs().max().item(), "sizes": sizes}
+
+
+def main() -> None:
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+    out: dict = {}
+    for case in (closed_form_cases, raw_kernel_case, underflow_case, overflow_case, oom_case):
+        try:
+            case(out)
+        except Exception as exc:  # reported, and failed, by the parent test
+            out[case.__name__] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
