@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from harness.ablation.hooked import hooked_neuron_delta
-from harness.ablation.neuron import closed_form_delta, prepare_closed_form
+from harness.ablation.neuron import closed_form_delta, prepare_closed_form, resolve_method
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ def random_model(shape: ModelShape = TINY, seed: int = 0, device: str = "cpu",
 
     config = _hf_config(shape, tied, init_std)
     torch.manual_seed(seed)
-    hf_model = AutoModelForCausalLM.from_config(config).to(dtype=dtype).eval()
+    # initialise on the target device: a GPT-2-XL-sized init on the host takes a minute
+    with torch.device(device if str(device).startswith("cuda") else "cpu"):
+        hf_model = AutoModelForCausalLM.from_config(config).to(dtype=dtype).eval()
     with tempfile.TemporaryDirectory(prefix="rarebench-random-") as tmp:
         config.save_pretrained(tmp)
         return ModelFacade.from_hf(hf_model, gpt2_tokenizer(), name=f"random-{shape.family}",
@@ -94,10 +97,22 @@ def _n_params(facade: Any) -> int:
     return sum(p.numel() for p in facade.hf_model.parameters())
 
 
+def _time_closed_form(op: Any, resid: Tensor, acts: Tensor, targets: Tensor, values: Tensor,
+                      method: str, device: torch.device) -> tuple[Tensor, float]:
+    """Closed-form Deltas timed after a warm-up on a few positions (JIT compilation of the
+    Triton / torch.compile kernels is a one-off per process, not a per-position cost)."""
+    warm = min(4, len(resid))
+    closed_form_delta(op, resid[:warm], acts[:warm], targets[:warm], values, method=method)
+    return _timed(lambda: closed_form_delta(op, resid, acts, targets, values, method=method),
+                  device)
+
+
 def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
-              err_positions: int = 16, seed: int = 0) -> dict[str, Any]:
-    """Positions/s of (a) one hooked forward per neuron (sampled, extrapolated) and (b) the
-    closed form (forward_final + all-neuron Deltas), and the closed form's error."""
+              err_positions: int = 16, seed: int = 0,
+              baseline_positions: int = 64) -> dict[str, Any]:
+    """Positions/s of (a) one hooked forward per neuron (sampled, extrapolated), (b) the closed
+    form (forward_final + all-neuron Deltas; the kernel 'auto' picks: Triton on CUDA) and the
+    closed form's slower kernels on `baseline_positions`, and the closed form's error."""
     device = torch.device(facade.device)
     gen = torch.Generator().manual_seed(seed)
     seq_len = min(64, facade.bridge.cfg.n_ctx)
@@ -116,7 +131,19 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
         resid, acts = final.resid[r, t], final.post[r, t]
         targets = tokens[r, t + 1]
         values = acts.double().mean(0)
-        delta, delta_s = _timed(lambda: closed_form_delta(op, resid, acts, targets, values), device)
+        kernel = resolve_method("auto", op.G.device, op.G.dtype)
+        delta, delta_s = _time_closed_form(op, resid, acts, targets, values, "auto", device)
+
+        n_base = min(n_pos, baseline_positions)
+        kernels: dict[str, dict[str, Any]] = {}
+        for name in ("compiled", "eager"):
+            if name == kernel:
+                continue
+            sub, sub_s = _time_closed_form(op, resid[:n_base], acts[:n_base],
+                                           targets[:n_base], values, name, device)
+            kernels[name] = {"positions_per_s": n_base / sub_s, "positions": n_base,
+                             "max_abs_diff_vs_closed_form_nats":
+                                 (sub.double() - delta[:n_base].double()).abs().max().item()}
 
         sample = torch.randperm(facade.d_mlp, generator=gen)[:hooked_neurons].tolist()
         hooked, hooked_s = _timed(
@@ -128,6 +155,7 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
         op64 = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
                                    dtype=torch.float64)
         ref = closed_form_delta(op64, resid[:k], acts[:k], targets[:k], values).double()
+        del op64
         err_fp64 = (delta[:k].double() - ref).abs().max().item()
         err_hooked = (delta[:, sample].cpu().double() - hooked.double()).abs().max().item()
 
@@ -135,20 +163,28 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
     hooked_pps = n_pos / (clean_s + per_neuron_s * m)
     closed_pps = n_pos / (fwd_s + delta_s)
     forward_flops = 2 * _n_params(facade)
+    methods: dict[str, Any] = {
+        "hooked": {"positions_per_s": hooked_pps, "neurons_timed": len(sample),
+                   "extrapolated_to_d_mlp": True, "seconds_per_neuron": per_neuron_s},
+        "closed_form": {"positions_per_s": closed_pps, "kernel": kernel,
+                        "deltas_positions_per_s": n_pos / delta_s,
+                        "max_abs_err_nats": err_fp64,
+                        "max_abs_err_vs_hooked_nats": err_hooked, "forward_s": fwd_s,
+                        "delta_s": delta_s, "setup_s": setup_s, "error_positions": k},
+    }
+    for name, row in kernels.items():
+        methods[f"closed_form_{name}"] = row
+    speedup = {"closed_form": closed_pps / hooked_pps}
+    for name, row in kernels.items():
+        # kernel vs kernel: Deltas only (the forward is the same for both)
+        speedup[f"closed_form_vs_{name}"] = (n_pos / delta_s) / row["positions_per_s"]
     return {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "model_shape": {"name": facade.name, "family": facade.family, "n_layers": facade.n_layers,
                         "d_model": d, "d_mlp": m, "d_vocab": V, "dtype": str(facade.dtype)},
         "positions": n_pos,
-        "methods": {
-            "hooked": {"positions_per_s": hooked_pps, "neurons_timed": len(sample),
-                       "extrapolated_to_d_mlp": True, "seconds_per_neuron": per_neuron_s},
-            "closed_form": {"positions_per_s": closed_pps, "max_abs_err_nats": err_fp64,
-                            "max_abs_err_vs_hooked_nats": err_hooked, "forward_s": fwd_s,
-                            "delta_s": delta_s, "setup_s": setup_s,
-                            "error_positions": k},
-        },
-        "speedup_vs_hooked": {"closed_form": closed_pps / hooked_pps},
+        "methods": methods,
+        "speedup_vs_hooked": speedup,
         "flops_per_position": 7 * m * V + 2 * d * V + 4 * d * m + forward_flops,
         "exps_per_position": m * V + V,
         "hooked_flops_per_position": m * forward_flops,
@@ -156,7 +192,7 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
     }
 
 
-def _models(choice: str | None, device: str) -> list[Any]:
+def _models(choice: str | None, device: str, dtype: torch.dtype = torch.float32) -> list[Any]:
     """The benchmark models: the committed tiny fixture (else a random model of its shape),
     plus a random GPT-2-XL-shaped model on CUDA."""
     names = [choice] if choice else \
@@ -164,15 +200,15 @@ def _models(choice: str | None, device: str) -> list[Any]:
     out = []
     for name in names:
         if name == "gpt2-xl-shape":
-            out.append(random_model(GPT2_XL, device=device))
+            out.append(random_model(GPT2_XL, device=device, dtype=dtype))
             continue
         fixture = Path(__file__).resolve().parents[2] / "fixtures" / "models" / "tiny-gpt2"
         if fixture.is_dir():
             from harness.models.loading import load_model
 
-            out.append(load_model(str(fixture), device=device))
+            out.append(load_model(str(fixture), device=device, dtype=dtype))
         else:
-            out.append(random_model(TINY, device=device))
+            out.append(random_model(TINY, device=device, dtype=dtype))
     return out
 
 
@@ -183,10 +219,15 @@ def _format(res: dict[str, Any]) -> str:
         f"V={ms['d_vocab']}) on {res['device']}, {res['positions']} positions",
         f"  hooked (1 forward/neuron; {meth['hooked']['neurons_timed']} neurons timed, "
         f"extrapolated): {meth['hooked']['positions_per_s']:.3g} positions/s",
-        f"  closed form (all neurons): {meth['closed_form']['positions_per_s']:.3g} positions/s "
+        f"  closed form (all neurons, {meth['closed_form']['kernel']} kernel): "
+        f"{meth['closed_form']['positions_per_s']:.3g} positions/s "
         f"(speed-up x{res['speedup_vs_hooked']['closed_form']:.3g}); max |err| vs fp64 "
         f"{meth['closed_form']['max_abs_err_nats']:.2e} nats, vs hooked "
         f"{meth['closed_form']['max_abs_err_vs_hooked_nats']:.2e} nats",
+        *[f"  closed form, {name[len('closed_form_'):]} kernel ({row['positions']} positions): "
+          f"{row['positions_per_s']:.3g} positions/s (Deltas only; the default kernel is "
+          f"x{res['speedup_vs_hooked']['closed_form_vs_' + name[len('closed_form_'):]]:.3g})"
+          for name, row in meth.items() if name.startswith("closed_form_")],
         f"  per position: {res['flops_per_position']:.3g} FLOPs, "
         f"{res['exps_per_position']:.3g} exps "
         f"(hooked: {res['hooked_flops_per_position']:.3g} FLOPs)",
@@ -195,7 +236,9 @@ def _format(res: dict[str, Any]) -> str:
 
 def _main(args: Any) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results = [run_bench(f, n_positions=args.positions) for f in _models(args.model, device)]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    results = [run_bench(f, n_positions=args.positions)
+               for f in _models(args.model, device, dtype)]
     for res in results:
         print(_format(res))
     if args.json:
@@ -211,6 +254,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument("--positions", type=int, default=256, help="number of positions to time")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="model weights and forward (the closed form itself is float32 with "
+                        "float64 per-position scalars either way)")
     p.add_argument("--model", choices=["tiny", "gpt2-xl-shape"], default=None,
                    help="default: tiny, plus gpt2-xl-shape when CUDA is available")
     p.set_defaults(func=_main)
