@@ -60,11 +60,43 @@ def pytest_addoption(parser):
                     help="claim 2 neuron groups: plateau-boost, top{10,50,100}-{boost,suppress}")
     group.addoption("--update-golden", action="store_true",
                     help="rewrite fixtures/golden/ from this run (tiny fixtures only)")
+    group.addoption("--routing-layers", default="auto",
+                    help="claim 3 heads ablated: auto (all layers on CUDA; on CPU the last 6 "
+                         "layers of models deeper than 12), all, or k (the last k layers)")
+    group.addoption("--routing-rows", default="auto",
+                    help="claim 3 rows ablated: auto (every evaluation row on CUDA; on CPU 12 "
+                         "for models deeper than 12 layers, else 64; 8 / 32 with --quick) or N "
+                         "(capped at the evaluation rows)")
+    group.addoption("--routing-scope", default="all-positions",
+                    help="claim 3 comma list of ablation scopes: all-positions, single-query "
+                         "(each is its own test case; goldens exist for all-positions only)")
+    group.addoption("--eval-rows", default=None,
+                    help="evaluation rows per model (default: the CPU-sized default; changes "
+                         "the evaluation set and store key: goldens hold for the default only)")
+    group.addoption("--common-budget", default=None,
+                    help="sampled common positions per model (default: the CPU-sized default; "
+                         "changes the evaluation set and store key: goldens hold for the "
+                         "default only)")
 
 
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    _check_claim_options(config)  # fail at startup, not inside every claim test
+
+
+def _check_claim_options(config) -> None:
+    from harness.claimkit import (parse_eval_overrides, parse_routing_layers,
+                                  parse_routing_rows, parse_routing_scopes)
+    from harness.errors import BadInputError
+
+    try:
+        parse_routing_layers(config.getoption("--routing-layers"))
+        parse_routing_rows(config.getoption("--routing-rows"))
+        parse_routing_scopes(config.getoption("--routing-scope"))
+        parse_eval_overrides(config.getoption("--eval-rows"), config.getoption("--common-budget"))
+    except BadInputError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _split(value: str) -> list[str]:

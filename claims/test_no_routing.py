@@ -4,14 +4,28 @@ neurons (P1, claim 3; methods.md sections 7, 8).
 Preregistration
 - Targets: the plateau neurons of the rare-token boost curve (claim 1, fixed rank window) and
   R = 8 random neuron groups of the same size (specificity normaliser).
-- Intervention: every head ablated alone (all layers; the last 6 layers for models deeper
-  than 12 layers, as the paper did for GPT-2 XL; on those, heads are ablated on the first 12
-  evaluation rows only, to stay CPU-sized - pass a GPU and edit for more); modes `bos` (the head's attention row
-  set to one-hot on position 0, the paper), `zero` and `mean` (on attn.hook_z); scope
-  `all-positions` (the head ablated at every query in one pass). Head influence at a position
-  = sum over the group of |change of activation|; plateau influence is divided by the mean
-  random-group influence of the same head at the same position, so a difficulty effect that
-  moves every neuron alike cancels.
+- Intervention: every head ablated alone; modes `bos` (the head's attention row set to one-hot
+  on position 0, the paper), `zero` and `mean` (on attn.hook_z). Which heads, on how many rows
+  and in which scope are run options (root conftest), each recorded in the result's settings
+  (`layers`, `rows_ablated`, `scope`):
+  - `--routing-layers` auto (default) | all | k. auto: on CPU every layer of models with <= 12
+    layers and the last 6 layers of deeper ones (as the paper did for GPT-2 XL); on CUDA every
+    layer. k: the heads of the last k layers.
+  - `--routing-rows` auto (default) | N. auto: on CPU the first 12 evaluation rows (8 with
+    --quick) of models deeper than 12 layers, else 64 (32 with --quick); on CUDA every row of
+    the evaluation set. Always capped at the evaluation rows (`--eval-rows` sets those).
+  - `--routing-scope` comma list of `all-positions` (default: the head ablated at every query
+    in one pass) and `single-query` (ablated at one query position at a time); each scope is
+    its own test case, and a case id gains `-single-query` for the latter.
+  The tiny fixtures' goldens (key `no-routing/<mode>`) hold for the default options only
+  (all-positions, the CPU 'auto' rows and layers, the default evaluation set). Another scope,
+  or other rows/layers, get their own golden key (`<mode>-single-query`, `<mode>-rows4-last2`,
+  see harness.claimkit.routing_variant) with no committed golden, so they follow the generic
+  verdict policy (harness.claimkit); `--eval-rows` / `--common-budget` change the evaluation
+  set itself (documented in claims/conftest.py).
+- Influence: head influence at a position = sum over the group of |change of activation|;
+  plateau influence is divided by the mean random-group influence of the same head at the
+  same position, so a difficulty effect that moves every neuron alike cancels.
 - Pairing: each rare position with the nearest common position in the same row (1:1) for the
   rank test; window means (+-16 positions, same row) for the effect size.
 - H0 per head: selectivity (rare - matched common) <= 0. Test: one-sided Wilcoxon signed-rank
@@ -40,7 +54,9 @@ from harness import pipeline
 from harness.analyses.plots_routing import plot_rare_common_scatter, plot_selectivity_heatmap
 from harness.analyses.regimes import plateau_neurons
 from harness.analyses.routing import group_influence, no_routing_test
-from harness.claimkit import apply_precondition, check_verdict, settings_for
+from harness.claimkit import (DEFAULT_ROUTING_SCOPE, ROUTING_DEEP_LAYERS, apply_precondition,
+                              check_verdict, layers_label, resolve_routing_layers,
+                              resolve_routing_rows, routing_variant, settings_for)
 from harness.stats.precondition import check_learned
 
 CLAIM = "no-routing"
@@ -49,15 +65,10 @@ CALIBRATION = {"power": 0.94, "power_setting": "synthetic, planted routing head 
                "source": "reports/CALIBRATION.md (claim 3)"}
 MODES = ["bos", "zero", "mean"]
 N_RANDOM_GROUPS = 8
-LAST_K = 6
 
 
-def last_k_layers(facade) -> int | None:
-    """All heads of small models; the last 6 layers of deep ones (as the paper for GPT-2 XL)."""
-    return None if facade.n_layers <= 2 * LAST_K else LAST_K
-
-
-def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
+def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int,
+                   last_k_layers: int | None = None, scope: str = DEFAULT_ROUTING_SCOPE):
     """Plateau + random groups, and their head influences on the first `n_rows` rows."""
     inf = prep.influence
     rare_all, common_all = prep.masks(rarity)
@@ -67,7 +78,7 @@ def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
     groups = [plateau] + [rng.choice(others, plateau.size, replace=False)
                           for _ in range(N_RANDOM_GROUPS)]
     ablation, cols = pipeline.head_effects(prep, mode, n_rows, np.concatenate(groups),
-                                           last_k_layers=last_k_layers(prep.facade))
+                                           last_k_layers=last_k_layers, scope=scope)
     offsets = np.cumsum([0] + [g.size for g in groups])
     infl = group_influence(ablation.delta_act,
                            [cols[offsets[i]:offsets[i + 1]] for i in range(len(groups))])
@@ -75,14 +86,21 @@ def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int):
     return ablation, infl, rare_all[sel], common_all[sel], plateau
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_no_routing(prepared, rarity, seed, model_name, mode, record_claim, figure_dir, request):
-    quick = request.config.getoption("--quick")
+# `mode` x `routing_scope` are parametrised by claims/conftest.py (from MODES and
+# --routing-scope), after model/seed/rarity, so the default case ids end with `-<mode>`.
+def test_no_routing(prepared, rarity, seed, model_name, mode, routing_scope, device,
+                    record_claim, figure_dir, request):
+    config = request.config
+    quick = config.getoption("--quick")
     start = time.perf_counter()
-    # deep models: the partial forwards from the last 6 layers dominate; fewer rows on CPU
-    deep = last_k_layers(prepared.facade) is not None
-    n_rows = min(len(prepared.rows), (8 if quick else 12) if deep else (32 if quick else 64))
-    ablation, infl, rare, common, plateau = routing_inputs(prepared, rarity, mode, seed, n_rows)
+    n_layers = prepared.facade.n_layers
+    last_k = resolve_routing_layers(config.getoption("--routing-layers"), n_layers, device)
+    # deep models: the partial forwards from the last layers dominate; fewer rows on CPU
+    deep = n_layers > ROUTING_DEEP_LAYERS
+    n_rows = resolve_routing_rows(config.getoption("--routing-rows"), len(prepared.rows),
+                                  deep=deep, quick=quick, device=device)
+    ablation, infl, rare, common, plateau = routing_inputs(prepared, rarity, mode, seed, n_rows,
+                                                           last_k, routing_scope)
     if rare.sum() < 10:
         pytest.skip(f"only {int(rare.sum())} {rarity} positions in the first {n_rows} rows")
     result = no_routing_test(infl[0], infl[1:], rare, common, ablation.row, ablation.pos,
@@ -93,13 +111,26 @@ def test_no_routing(prepared, rarity, seed, model_name, mode, record_claim, figu
     pre = check_learned(inf.loss[rare_all], prepared.facade.d_vocab,
                         prepared.unigram_loss(rare_all))
     result = apply_precondition(result, pre)
-    tag = f"{mode}-{rarity.which}-q{rarity.q:g}"
-    figures = {f"selectivity ({mode})": plot_selectivity_heatmap(result, figure_dir / f"heads-{tag}.png"),
-               f"rare vs common ({mode})": plot_rare_common_scatter(result, figure_dir / f"scatter-{tag}.png")}
+    # the default options keep their golden keys; another scope, or rows/layers other than
+    # the CPU defaults, get their own (no golden: the generic verdict policy applies)
+    variant = routing_variant(
+        mode, routing_scope, n_rows, last_k,
+        default_rows=resolve_routing_rows("auto", len(prepared.rows), deep=deep, quick=quick,
+                                          device="cpu"),
+        default_last_k=resolve_routing_layers("auto", n_layers, "cpu"))
+    tag = f"{variant}-{rarity.which}-q{rarity.q:g}"
+    figures = {}
+    if result.details.get("per_head"):  # none when too few rows hold a matched rare position
+        figures = {
+            f"selectivity ({variant})": plot_selectivity_heatmap(
+                result, figure_dir / f"heads-{tag}.png"),
+            f"rare vs common ({variant})": plot_rare_common_scatter(
+                result, figure_dir / f"scatter-{tag}.png")}
     record_claim(result, model=model_name, claim=CLAIM, seed=seed,
-                 settings=settings_for(prepared, rarity, mode=mode, scope="all-positions",
-                                       rows_ablated=n_rows, plateau_size=int(plateau.size),
+                 settings=settings_for(prepared, rarity, mode=mode, scope=routing_scope,
+                                       layers=layers_label(last_k), rows_ablated=n_rows,
+                                       plateau_size=int(plateau.size),
                                        random_groups=N_RANDOM_GROUPS),
                  figures=figures, calibration=CALIBRATION, wall_time_s=time.perf_counter() - start)
-    check_verdict(request, result, claim=f"{CLAIM}/{mode}", model_name=model_name, seed=seed,
+    check_verdict(request, result, claim=f"{CLAIM}/{variant}", model_name=model_name, seed=seed,
                   rarity=rarity)

@@ -9,6 +9,10 @@ Verdict policy (the same for every claim):
 - other models: 'supported' passes; 'not supported' fails with the numbers in the message;
   'untestable' (the model never learned its rare tokens) is recorded and reported as an
   expected failure (xfail) with the numbers - neither a pass nor a fail.
+
+It also holds the pure parsing/resolution of the claim options declared in the root
+conftest (`--routing-layers`, `--routing-rows`, `--routing-scope`, `--eval-rows`,
+`--common-budget`), so they are unit-testable without a model (tests/test_claim_options.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pytest
 
 from harness.data.rarity import RaritySpec
 from harness.data.tokenizer import fixtures_dir
+from harness.errors import BadInputError
 from harness.stats.precondition import LearnedPrecondition
 from harness.stats.result import TestResult
 
@@ -48,8 +53,12 @@ def _numbers(result: TestResult) -> dict[str, float]:
 
 def check_verdict(request, result: TestResult, *, claim: str, model_name: str, seed: int,
                   rarity: RaritySpec) -> None:
-    """Apply the verdict policy above (call after record_claim)."""
-    if model_name.startswith("tiny-"):
+    """Apply the verdict policy above (call after record_claim). Goldens were written for the
+    default evaluation set: with --eval-rows / --common-budget the generic policy applies."""
+    config = request.config
+    overridden = any(config.getoption(o, default=None) is not None
+                     for o in ("--eval-rows", "--common-budget"))
+    if model_name.startswith("tiny-") and not overridden:
         path = golden_path(claim, model_name, seed, rarity)
         if request.config.getoption("--update-golden"):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,3 +100,114 @@ def apply_precondition(result: TestResult, pre: LearnedPrecondition) -> TestResu
                           f"precondition the verdict would be {result.verdict!r}"
                           + (f" ({result.details['message']})" if result.details.get("message") else ""))
     return dataclasses.replace(result, verdict="untestable", details=details)
+
+
+# -- claim options (root conftest) -----------------------------------------------------------
+ROUTING_SCOPES = ("all-positions", "single-query")
+DEFAULT_ROUTING_SCOPE = "all-positions"
+ROUTING_LAST_K = 6  # deep models on CPU: the last 6 layers, as the paper did for GPT-2 XL
+ROUTING_DEEP_LAYERS = 2 * ROUTING_LAST_K  # "deep" = more layers than this
+MIN_EVAL_ROWS = 4  # EvalSpec's minimum (split-half needs rows)
+
+
+def is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _positive_int(option: str, value, allowed: str) -> int:
+    try:
+        k = int(str(value).strip())
+    except ValueError:
+        k = None
+    if k is None or k < 1:
+        raise BadInputError(f"{option}: got {value!r}; use {allowed}")
+    return k
+
+
+def parse_routing_layers(text) -> str | int:
+    """--routing-layers: 'auto', 'all' or a positive int k (the last k layers)."""
+    value = str(text).strip().lower()
+    if value in ("auto", "all"):
+        return value
+    return _positive_int("--routing-layers", text, "'auto', 'all' or a positive integer k "
+                                                   "(ablate the heads of the last k layers)")
+
+
+def resolve_routing_layers(option, n_layers: int, device: str) -> int | None:
+    """`last_k_layers` for head ablation: None = every layer, else k < n_layers.
+
+    'auto': every layer on CUDA; on CPU every layer of models with <= 12 layers and the last 6
+    layers of deeper ones. 'all': every layer. k: the last k layers (every layer if k >= n_layers).
+    """
+    choice = parse_routing_layers(option)
+    if choice == "all":
+        return None
+    if choice == "auto":
+        if is_cuda(device) or n_layers <= ROUTING_DEEP_LAYERS:
+            return None
+        return ROUTING_LAST_K
+    return None if choice >= n_layers else choice
+
+
+def layers_label(last_k: int | None) -> str:
+    """The `layers` entry of the recorded settings: 'all' or 'last k'."""
+    return "all" if last_k is None else f"last {last_k}"
+
+
+def parse_routing_rows(text) -> str | int:
+    """--routing-rows: 'auto' or a positive int."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return value
+    return _positive_int("--routing-rows", text, "'auto' or a positive integer (rows ablated)")
+
+
+def resolve_routing_rows(option, n_rows_available: int, deep: bool, quick: bool,
+                         device: str) -> int:
+    """Rows whose positions get the head ablation, capped at `n_rows_available`.
+
+    'auto': on CUDA every row of the evaluation set; on CPU 12 (8 with --quick) for deep models
+    (> 12 layers) and 64 (32 with --quick) otherwise. An int: that many rows.
+    """
+    choice = parse_routing_rows(option)
+    if choice == "auto":
+        if is_cuda(device):
+            return n_rows_available
+        choice = (8 if quick else 12) if deep else (32 if quick else 64)
+    return min(n_rows_available, choice)
+
+
+def routing_variant(mode: str, scope: str, n_rows: int, last_k: int | None,
+                    default_rows: int, default_last_k: int | None) -> str:
+    """Claim 3's golden key under its claim: `<mode>` for the default options (all-positions,
+    the CPU 'auto' rows and layers), else suffixed so another setting never meets (or, with
+    --update-golden, overwrites) those goldens: `bos-single-query`, `bos-rows4-last2`."""
+    variant = mode if scope == DEFAULT_ROUTING_SCOPE else f"{mode}-{scope}"
+    if (n_rows, last_k) != (default_rows, default_last_k):
+        variant += f"-rows{n_rows}-{layers_label(last_k).replace(' ', '')}"
+    return variant
+
+
+def parse_routing_scopes(text) -> list[str]:
+    """--routing-scope: comma list of 'all-positions' and/or 'single-query' (in order, unique)."""
+    scopes = list(dict.fromkeys(s.strip() for s in str(text).split(",") if s.strip()))
+    unknown = [s for s in scopes if s not in ROUTING_SCOPES]
+    if unknown or not scopes:
+        raise BadInputError(f"--routing-scope: got {text!r}; use a comma list of "
+                            f"{', '.join(ROUTING_SCOPES)}")
+    return scopes
+
+
+def parse_eval_overrides(eval_rows=None, common_budget=None) -> dict[str, int]:
+    """--eval-rows / --common-budget -> EvalSpec overrides ({} for the defaults)."""
+    out: dict[str, int] = {}
+    if eval_rows is not None:
+        n = _positive_int("--eval-rows", eval_rows, f"an integer >= {MIN_EVAL_ROWS}")
+        if n < MIN_EVAL_ROWS:
+            raise BadInputError(f"--eval-rows: got {eval_rows!r}; use an integer >= "
+                                f"{MIN_EVAL_ROWS} (split-half reliability needs rows)")
+        out["n_rows"] = n
+    if common_budget is not None:
+        out["common_budget"] = _positive_int("--common-budget", common_budget,
+                                             "a positive integer (sampled common positions)")
+    return out

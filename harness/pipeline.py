@@ -245,12 +245,14 @@ def reports_root() -> Path:
 
 
 def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
-                 last_k_layers: int | None = None,
+                 last_k_layers: int | None = None, scope: str = "all-positions",
                  max_bytes: int = 1 << 30) -> tuple[Any, np.ndarray]:
-    """(HeadAblation, column of each requested neuron) for every head, all-positions scope, on
-    the evaluated positions of the first `n_rows` rows. Memoised per (mode, n_rows): where it
-    fits in `max_bytes` the ablation records *all* final-layer neurons, so every rarity
-    setting's plateau group and random groups reuse one set of forward passes."""
+    """(HeadAblation, column of each requested neuron) for every head (of the last
+    `last_k_layers` layers; None: all) in the given `scope` ('all-positions': the head ablated
+    at every query in one pass; 'single-query': at one query position at a time), on the
+    evaluated positions of the first `n_rows` rows. Memoised per (mode, n_rows, last_k_layers,
+    scope): where it fits in `max_bytes` the ablation records *all* final-layer neurons, so
+    every rarity setting's plateau group and random groups reuse one set of forward passes."""
     from harness.ablation.heads import head_ablation
 
     sel = prep.influence.row < n_rows
@@ -259,12 +261,12 @@ def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
                                                                         prep.facade.n_layers)
     n_heads = n_layers * prep.facade.n_heads
     record_all = n_heads * int(sel.sum()) * prep.facade.d_mlp * 4 <= max_bytes
-    key = (("heads", mode, n_rows, last_k_layers) if record_all else
-           ("heads", mode, n_rows, last_k_layers, tuple(neurons.tolist())))
+    key = (("heads", mode, n_rows, last_k_layers, scope) if record_all else
+           ("heads", mode, n_rows, last_k_layers, scope, tuple(neurons.tolist())))
     if key not in prep.extras:
         cols = np.arange(prep.facade.d_mlp) if record_all else np.asarray(neurons)
         prep.extras[key] = (head_ablation(prep.facade, prep.rows[:n_rows], keep[:n_rows],
-                                          mode=mode, scope="all-positions",
+                                          mode=mode, scope=scope,
                                           neurons=cols.tolist(), last_k_layers=last_k_layers),
                             cols)
     ablation, cols = prep.extras[key]
