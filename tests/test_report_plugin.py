@@ -108,9 +108,9 @@ def test_plugin_writes_report_for_claim_run(fake_run):
                    "first", "RuntimeError: cache corrupt at /x", "rare-target loss 9.1 nats",
                    "only 4 heads", "| 1.7% / 10.9% / 87.4% |", "tiny-a, seed 0, target q50: 12"):
         assert needle in text, needle
-    rows = [r"\| Claim 1: Dual regimes +\| tiny-a +\| 0 +\| target q50 +\| supported +"
+    rows = [r"\| Claim 1: Dual regimes +\| tiny-a +\| 0 +\| target q50 +\| - +\| supported +"
             r"\| 1\.25 \[0\.8, 1\.7\] +\| 0\.004 +\| 0\.004 +\| 0\.9 +\| 0\.04 +\|",
-            r"\| Claim 3: No routing +\| tiny-a +\| 1 +\| current q15 +\| not supported +"
+            r"\| Claim 3: No routing +\| tiny-a +\| 1 +\| current q15 +\| - +\| not supported +"
             r"\| 0\.01 \[-0\.02, 0\.05\] +\| 0\.62 +\| 0\.62 +\| n/a +\| n/a +\|"]
     for row in rows:
         assert re.search(row, text), row
@@ -175,3 +175,33 @@ def test_no_report_option_and_bad_rarity(pytester: pytest.Pytester):
     bad = pytester.runpytest("claims", "--rarity-q", "0,50", "-p", "no:cacheprovider")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*rarity q takes a comma list of percentiles in (0, 100)*"])
+
+
+def test_killed_run_keeps_finished_claims(pytester: pytest.Pytester):
+    """A run that dies after its first claim (a time limit, a lost GPU machine) leaves that
+    claim in results.partial.json; a finished run leaves only results.json."""
+    pytester.makeconftest('pytest_plugins = ["harness.report.plugin"]')
+    pytester.makepyfile(tests_results=(
+        "from harness.stats.result import TestResult\n"
+        f"REGIMES = TestResult(**{REGIMES.to_dict()!r})\n"))
+    pytester.mkpydir("claims")
+    (pytester.path / "claims" / "test_dual_regimes.py").write_text(
+        "import os\n"
+        "from tests_results import REGIMES\n"
+        "def test_first(record_claim):\n"
+        "    record_claim(REGIMES, model='tiny-a', claim='dual-regimes')\n"
+        "def test_second():\n"
+        "    os._exit(3)  # killed mid-run: no session finish, no results.json\n")
+    pytester.syspathinsert()
+    pytester.runpytest_subprocess("claims", "--run-id", "k1", "-p", "no:cacheprovider")
+    run_dir = pytester.path / "reports" / "k1"
+    assert not (run_dir / "results.json").exists()
+    partial = json.loads((run_dir / "results.partial.json").read_text())
+    assert [r["claim"] for r in partial["claims"]] == ["dual-regimes"]
+    assert TestResult.from_dict(partial["claims"][0]["result"]) == REGIMES
+
+
+def test_finished_run_removes_partial(fake_run):
+    _, run_dir = fake_run
+    assert (run_dir / "results.json").is_file()
+    assert not (run_dir / "results.partial.json").exists()

@@ -61,13 +61,13 @@ def test_report_content(tmp_path):
     text = render_report(make_results(), tmp_path).read_text()
     headers = [h.strip() for h in text.split("## Summary")[1].split("\n")
                if h.startswith("| claim")][0].split("|")[1:-1]
-    assert [h.strip() for h in headers] == ["claim", "model", "seed", "rarity", "verdict",
-                                            "effect [CI]", "p", "q", "power", "FPR"]
+    assert [h.strip() for h in headers] == ["claim", "model", "seed", "rarity", "variant",
+                                            "verdict", "effect [CI]", "p", "q", "power", "FPR"]
     # claim order 1, 2, 3; models sorted within a claim
     order = [m.group(1) for m in re.finditer(r"^\| (Claim \d: [^|]+?) +\| (\S+)", text, re.M)]
     assert order == ["Claim 1: Dual regimes"] * 2 + ["Claim 2: No clustering",
                                                      "Claim 3: No routing"]
-    assert re.search(r"\| tiny-gpt2 +\| 0 +\| target q15 +\| supported +\| 2 \[1\.5, 2\.5\] +"
+    assert re.search(r"\| tiny-gpt2 +\| 0 +\| target q15 +\| - +\| supported +\| 2 \[1\.5, 2\.5\] +"
                      r"\| 0\.01 +\| 0\.02 +\| 0\.85 +\| 0\.05 +\|", text)
     for paper in PAPER_NUMBERS["dual-regimes"]:
         assert paper.value in text
@@ -122,3 +122,21 @@ def test_calibration_rows_become_power_and_fpr():
     assert cal["fpr"] == pytest.approx(9 / 200) and cal["power"] == pytest.approx(170 / 200)
     assert [r["kind"] for r in cal["rows"]] == ["fpr", "power"]
     assert _calibration_dict({"power": 0.9}) == {"power": 0.9}
+
+
+def test_variant_and_inconclusive_labels():
+    """Records of one claim that differ only by ablation mode/scope/group are told apart, and a
+    'not supported' that is only a failed equivalence says so."""
+    from harness.report.render import _variant, _verdict
+
+    assert _variant({"mode": "bos", "scope": "all-positions", "layers": "all",
+                     "rows_ablated": 64}) == "bos 64 rows"
+    assert _variant({"mode": "zero", "scope": "single-query", "layers": "last 6",
+                     "rows_ablated": 12}) == "zero single-query last 6 12 rows"
+    assert _variant({"group": "plateau-boost"}) == "plateau-boost"
+    assert _variant({"rarity": {"q": 50}}) == "-"
+    assert _verdict({"verdict": "not supported", "details": {"inconclusive": True}}) == \
+        "not supported (inconclusive)"
+    assert _verdict({"verdict": "not supported", "details": {"inconclusive": False}}) == \
+        "not supported"
+    assert _verdict({"verdict": "supported"}) == "supported"

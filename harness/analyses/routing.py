@@ -448,15 +448,31 @@ def no_routing_test(infl_plateau: np.ndarray, infl_random: np.ndarray | None,
 
     focus = (int(np.argmin(np.where(np.isfinite(p_gt), p_gt, np.inf))) if np.isfinite(p_gt).any()
              else int(np.argmax(np.where(np.isfinite(rel), np.abs(rel), -1.0))))
+    n_heads = len(heads)
+    min_q = float(np.nanmin(qv)) if np.isfinite(qv).any() else float("nan")
     if routing:
         verdict = "not supported"
         details["inconclusive"] = False
+        details["message"] = (f"{len(routing)} of {n_heads} heads route rare contexts to the "
+                              f"plateau at BH q={fdr_q} (e.g. {routing[:5]}); "
+                              f"{len(details['routing_heads_beyond_margin'])} of them beyond "
+                              f"the +-{margin} margin")
     elif all(equivalent):
         verdict = "supported"
         details["inconclusive"] = False
+        details["message"] = (f"no head routes (0 of {n_heads} at BH q={fdr_q}; smallest "
+                              f"q {min_q:.3g}) and the top-{len(top)} heads are equivalent "
+                              f"within +-{margin}")
     else:
         verdict = "not supported"
         details["inconclusive"] = True
+        wide = [(list(heads[h]), [round(x, 3) for x in tost[int(h)]["ci"]]) for h in top
+                if not tost[int(h)]["equivalent"]]
+        details["message"] = (f"inconclusive: no head routes (0 of {n_heads} at BH q={fdr_q}; "
+                              f"smallest q {min_q:.3g}), but equivalence is not shown for "
+                              f"{len(wide)} of the top-{len(top)} heads (90% intervals not "
+                              f"inside +-{margin}: {wide[:3]}); more rows would decide. The "
+                              f"decision rule needs both, so the verdict is 'not supported'")
     details["focus_head"] = list(heads[focus])
     return TestResult(name, float(stat[focus]), float(np.nanmin(qv)) if np.isfinite(qv).any()
                       else float("nan"), float(rel[focus]), ci95[focus][0], ci95[focus][1],

@@ -123,6 +123,15 @@ class RunRecorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.add_report(report)
+        if report.when == "teardown" and self.enabled and self.results["claims"]:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """results.partial.json after every test: a run killed midway (a time limit, a lost
+        machine) keeps every finished claim; `rarebench report` renders it. Removed by
+        finish()."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_results(self.results, self.run_dir / "results.partial.json")
 
     def pytest_sessionfinish(self) -> None:
         self.finish()
@@ -157,6 +166,7 @@ class RunRecorder:
                 empty.rmdir()  # figure_dir of a test that skipped before drawing
         self.report_path = render_report(self.results, self.run_dir)
         write_results(self.results, self.run_dir / "results.json")
+        (self.run_dir / "results.partial.json").unlink(missing_ok=True)
         return self.report_path
 
 

@@ -153,10 +153,11 @@ def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: li
     if not records:
         return f"## Summary\n\n{counts} No claim produced a result in this run."
     rows = [(_claim_title(r["claim"]), r["model"], _num(r.get("seed")), _rarity(r["settings"]),
-             r["result"]["verdict"], _effect_ci(r["result"]), _num(r["result"].get("p_value")),
-             _num(q.get(id(r))), _num(_calibration(r, "power")), _num(_calibration(r, "fpr")))
+             _variant(r["settings"]), _verdict(r["result"]), _effect_ci(r["result"]),
+             _num(r["result"].get("p_value")), _num(q.get(id(r))),
+             _num(_calibration(r, "power")), _num(_calibration(r, "fpr")))
             for r in records]
-    table = tabulate(rows, headers=["claim", "model", "seed", "rarity", "verdict",
+    table = tabulate(rows, headers=["claim", "model", "seed", "rarity", "variant", "verdict",
                                     "effect [CI]", "p", "q", "power", "FPR"],
                      tablefmt="github", disable_numparse=True)
     text = (f"## Summary\n\n{counts}\n\n{table}\n\n"
@@ -175,13 +176,14 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
         parts.append(f"*Claim:* {CLAIM_TEXT[key]}")
     if mine:
         rows = [(r["model"], _num(r.get("seed")), _rarity(r["settings"]),
+                 _variant(r["settings"]),
                  r["result"].get("effect_name", "effect"), _effect_ci(r["result"]),
                  _num(r["result"].get("statistic")), _num(r["result"].get("p_value")),
                  _num(q.get(id(r))), _num(_calibration(r, "power")),
-                 _num(_calibration(r, "fpr")), r["result"]["verdict"],
+                 _num(_calibration(r, "fpr")), _verdict(r["result"]),
                  r.get("test_outcome") or "-", _num(r.get("wall_time_s")))
                 for r in mine]
-        parts.append(tabulate(rows, headers=["model", "seed", "rarity", "effect size",
+        parts.append(tabulate(rows, headers=["model", "seed", "rarity", "variant", "effect size",
                                              "value [CI]", "statistic", "p", "q", "power",
                                              "FPR", "verdict", "test", "wall s"],
                               tablefmt="github", disable_numparse=True))
@@ -300,7 +302,29 @@ def _who(r: dict) -> str:
     rarity = _rarity(r.get("settings") or {})
     if rarity != "-":
         bits.append(rarity)
+    variant = _variant(r.get("settings") or {})
+    if variant != "-":
+        bits.append(variant)
     return ", ".join(bits)
+
+
+def _variant(settings: dict) -> str:
+    """What distinguishes records of one claim beyond model/seed/rarity: the ablation mode and
+    scope, the neuron group, rows and layers when not the defaults."""
+    bits = [str(settings[k]) for k in ("group", "mode") if settings.get(k)]
+    if settings.get("scope") and settings["scope"] != "all-positions":
+        bits.append(str(settings["scope"]))
+    if settings.get("layers") and settings["layers"] != "all":
+        bits.append(str(settings["layers"]))
+    if settings.get("rows_ablated"):
+        bits.append(f"{settings['rows_ablated']} rows")
+    return " ".join(bits) or "-"
+
+
+def _verdict(result: dict) -> str:
+    """The verdict, marked when 'not supported' only because equivalence was not shown."""
+    inconclusive = (result.get("details") or {}).get("inconclusive")
+    return result["verdict"] + (" (inconclusive)" if inconclusive else "")
 
 
 def _rarity(settings: dict) -> str:
