@@ -252,7 +252,8 @@ def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
     at every query in one pass; 'single-query': at one query position at a time), on the
     evaluated positions of the first `n_rows` rows. Memoised per (mode, n_rows, last_k_layers,
     scope): where it fits in `max_bytes` the ablation records *all* final-layer neurons, so
-    every rarity setting's plateau group and random groups reuse one set of forward passes."""
+    every rarity setting's plateau group and random groups reuse one set of forward passes.
+    With a store root the effects are also cached on disk (and resume per row batch)."""
     from harness.ablation.heads import head_ablation
 
     sel = prep.influence.row < n_rows
@@ -265,9 +266,13 @@ def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
            ("heads", mode, n_rows, last_k_layers, scope, tuple(neurons.tolist())))
     if key not in prep.extras:
         cols = np.arange(prep.facade.d_mlp) if record_all else np.asarray(neurons)
+        from harness.store import ResultStore
+
+        store = ResultStore(prep.store_root) if prep.store_root else None
         prep.extras[key] = (head_ablation(prep.facade, prep.rows[:n_rows], keep[:n_rows],
                                           mode=mode, scope=scope,
-                                          neurons=cols.tolist(), last_k_layers=last_k_layers),
+                                          neurons=cols.tolist(), last_k_layers=last_k_layers,
+                                          store=store),
                             cols)
     ablation, cols = prep.extras[key]
     where = {int(n): i for i, n in enumerate(cols)}

@@ -115,3 +115,47 @@ def test_all_heads_and_errors(data):
         head_ablation(model, rows, keep, mode="resample")
     with pytest.raises(BadInputError, match="outside"):
         head_ablation(model, rows, keep, heads=[(2, 0)])
+
+
+def test_store_caches_and_resumes_identically(data, tmp_path, monkeypatch):
+    """Head-ablation effects are cached in the ResultStore; a run killed after its first row
+    batch resumes from the stored batch and gives the same numbers; a corrupt entry is redone."""
+    from harness.ablation import heads as heads_mod
+    from harness.store import ResultStore
+
+    model = _model("gpt2")
+    rows, keep = data
+    kw = dict(heads=[(0, 1), (1, 2)], mode="zero", scope="all-positions", neurons=NEURONS,
+              batch_size=1)
+    fresh = head_ablation(model, rows, keep, **kw)
+    store = ResultStore(tmp_path)
+
+    real_run, calls = model.run_with_hooks, []
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the clean pass of the second row batch
+            raise KeyboardInterrupt("simulated crash")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(model, "run_with_hooks", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        head_ablation(model, rows, keep, store=store, **kw)
+    assert len(list(tmp_path.glob("*-batch*.json"))) == 1  # the first batch survived
+    calls.clear()
+    resumed = head_ablation(model, rows, keep, store=store, **kw)
+    assert len(calls) == len(rows) - 1  # only the missing batches ran their clean pass
+    np.testing.assert_array_equal(resumed.delta_act, fresh.delta_act)
+    np.testing.assert_array_equal(resumed.delta_loss, fresh.delta_loss)
+    assert list(tmp_path.glob("*-batch*")) == []
+
+    monkeypatch.setattr(heads_mod, "_ablation_hook",
+                        lambda *a: pytest.fail("cached: no forward pass expected"))
+    again = head_ablation(model, rows, keep, store=store, **kw)
+    np.testing.assert_array_equal(again.delta_act, fresh.delta_act)
+
+    data_file = next(p for p in tmp_path.iterdir() if p.suffix == ".npz")
+    data_file.write_bytes(data_file.read_bytes()[:-10])  # truncated entry
+    monkeypatch.undo()
+    redone = head_ablation(model, rows, keep, store=store, **kw)
+    np.testing.assert_array_equal(redone.delta_act, fresh.delta_act)

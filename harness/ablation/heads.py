@@ -13,6 +13,7 @@ up to its query (later positions cannot affect it under causal attention).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -21,6 +22,8 @@ import torch
 from torch import Tensor
 
 from harness.errors import BadInputError
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["bos", "zero", "mean"]
 Scope = Literal["all-positions", "single-query"]
@@ -125,12 +128,33 @@ def _ablation_hook(mode: str, heads: Tensor, queries: Tensor, value: Tensor | No
     return hook
 
 
+CODE_VERSION = "head-ablation/1"
+
+
+def _load_or_none(store: Any, key: str) -> dict[str, np.ndarray] | None:
+    """Stored arrays, or None when absent or corrupt (a corrupt entry is removed and redone)."""
+    from harness.errors import CorruptCacheError
+
+    if not store.has(key):
+        return None
+    try:
+        return store.load(key)
+    except CorruptCacheError as exc:
+        log.warning("recomputing %s: %s", key, exc)
+        store.delete(key)
+        return None
+
+
 def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, int]] | None = None,
                   mode: Mode = "bos", scope: Scope = "single-query",
                   neurons: Sequence[int] = (), last_k_layers: int | None = None,
-                  batch_size: int = 4, fold: int = 64) -> HeadAblation:
+                  batch_size: int = 4, fold: int = 64, store: Any = None) -> HeadAblation:
     """Ablate each head (alone) and record delta hook_post[..., neurons] and delta loss at every
-    kept position. `fold` = ablation jobs per forward pass (memory knob)."""
+    kept position. `fold` = ablation jobs per forward pass (memory knob).
+
+    With a ResultStore the whole result is cached under a key of model, data, mode, scope,
+    heads, neurons and code version, and every row batch is stored as it finishes, so an
+    interrupted run resumes where it stopped with the same numbers."""
     if mode not in MODES:
         raise BadInputError(f"mode={mode!r}; use one of {MODES}")
     if scope not in SCOPES:
@@ -150,14 +174,35 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     means = _z_means(facade, rows, keep, layers, batch_size) if mode == "mean" else {}
 
     r_all, t_all = np.nonzero(keep)
+    key = None
+    if store is not None:
+        from harness.ablation.neuron import data_digest
+
+        key = store.key(kind="head_ablation", model=facade.info(), data=data_digest(rows, keep),
+                        mode=mode, scope=scope, heads=heads,
+                        neurons=[int(n) for n in neurons_t], batch_size=batch_size,
+                        code=CODE_VERSION)
+        a = _load_or_none(store, key)
+        if a is not None:
+            return HeadAblation(delta_act=a["delta_act"], delta_loss=a["delta_loss"],
+                                heads=heads, row=r_all.astype(np.int64),
+                                pos=t_all.astype(np.int64), neurons=neurons_t.numpy(),
+                                mode=mode, scope=scope)
     pos_index = np.full(rows.shape, -1, dtype=np.int64)
     pos_index[r_all, t_all] = np.arange(len(r_all))
     delta_act = np.zeros((len(heads), len(r_all), len(neurons_t)), np.float32)
     delta_loss = np.zeros((len(heads), len(r_all)), np.float32)
     kind = "pattern" if mode == "bos" else "z"
     bridge = facade.bridge
+    first_pos = np.concatenate([[0], np.cumsum(keep.sum(1))])  # row-major position offsets
 
-    for start in range(0, len(rows), batch_size):
+    for bi, start in enumerate(range(0, len(rows), batch_size)):
+        p0, p1 = int(first_pos[start]), int(first_pos[min(len(rows), start + batch_size)])
+        child = None if store is None else store.child(key, f"batch{bi:06d}")
+        part = None if child is None else _load_or_none(store, child)
+        if part is not None:  # finished before an interruption
+            delta_act[:, p0:p1], delta_loss[:, p0:p1] = part["delta_act"], part["delta_loss"]
+            continue
         batch = torch.from_numpy(rows[start:start + batch_size])
         bkeep = keep[start:start + batch_size]
         cache: dict[str, Tensor] = {}
@@ -233,7 +278,15 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                 gidx = pos_index[mr.numpy() + start, mt.numpy()]
                 delta_act[hidx, gidx] = (act.double().cpu() - clean_act[ci]).numpy()
                 delta_loss[hidx, gidx] = (loss - clean_loss[ci]).numpy()
+        if child is not None:
+            store.save(child, {"delta_act": delta_act[:, p0:p1], "delta_loss": delta_loss[:, p0:p1]})
 
+    if store is not None:
+        store.save(key, {"delta_act": delta_act, "delta_loss": delta_loss},
+                   {"kind": "head_ablation", "mode": mode, "scope": scope,
+                    "model": facade.info(), "n_heads": len(heads), "n_rows": int(len(rows))})
+        for bi in range(len(range(0, len(rows), batch_size))):
+            store.delete(store.child(key, f"batch{bi:06d}"))
     return HeadAblation(delta_act=delta_act, delta_loss=delta_loss, heads=heads,
                         row=r_all.astype(np.int64), pos=t_all.astype(np.int64),
                         neurons=neurons_t.numpy(), mode=mode, scope=scope)
