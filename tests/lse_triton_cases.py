@@ -55,54 +55,46 @@ def raw_kernel_case(out: dict) -> None:
     out["raw"] = {"err": (got - torch.logsumexp(z, -1)).abs().max().item()}
 
 
-def underflow_case(out: dict) -> None:
-    """A bound so loose that every exp underflows: the kernel gives -inf for those pairs and
-    the caller must recompute them exactly."""
-    args = problem("layernorm", seed=5)
+def _through_perturbed_kernel(kind: str, seed: int, perturb, tile: str | None = None):
+    """(max abs error vs float64, non-finite pairs the kernel returned) when `perturb` edits the
+    kernel's inputs (rho, kappa, bound) for a few pairs inside the call only: those pairs must
+    come back non-finite and be recomputed exactly by the caller."""
+    args = problem(kind, seed=seed)
     ref = neuron_ablation_delta(*args, dtype=torch.float64, method="eager").double()
-    real = lse_triton.lse_bounded
-    seen = {}
+    real, seen = lse_triton.lse_bounded, {}
 
-    def loose(logp, y, G, rho, kappa, bound, tile_spec=None):
-        bound = bound.clone()
-        bound[0, :3] += 500.0  # exp(z - bound) == 0 in float32 for these pairs
+    def edited(logp, y, G, rho, kappa, bound, tile_spec=None):
+        rho, kappa, bound = perturb(rho.clone(), kappa.clone(), bound.clone())
         raw = real(logp, y, G, rho, kappa, bound, tile_spec)
         seen["non_finite"] = int((~torch.isfinite(raw)).sum())
         return raw
 
-    lse_triton.lse_bounded = loose
-    os.environ["RAREBENCH_LSE_TILE"] = "4,16,32,4"  # a variant that subtracts the bound
+    lse_triton.lse_bounded = edited
+    if tile:
+        os.environ["RAREBENCH_LSE_TILE"] = tile
     try:
         got = neuron_ablation_delta(*args, method="triton").double()
     finally:
         lse_triton.lse_bounded = real
-        os.environ.pop("RAREBENCH_LSE_TILE")
-    out["underflow"] = {"err": (got - ref).abs().max().item(), **seen}
+        os.environ.pop("RAREBENCH_LSE_TILE", None)
+    return {"err": (got - ref).abs().max().item(), **seen}
+
+
+def underflow_case(out: dict) -> None:
+    """A bound so loose that every exp underflows (a variant that subtracts the bound)."""
+    def loose(rho, kappa, bound):
+        bound[0, :3] += 500.0  # exp(z - bound) == 0 in float32 for these pairs
+        return rho, kappa, bound
+    out["underflow"] = _through_perturbed_kernel("layernorm", 5, loose, tile="4,16,32,4")
 
 
 def overflow_case(out: dict) -> None:
-    """The default variant sums exp(z) with no bound: a pair whose logit shift overflows
-    float32 comes back inf and must be recomputed exactly (here forced by inflating kappa
-    inside the kernel call only)."""
-    args = problem("rmsnorm", seed=6)
-    ref = neuron_ablation_delta(*args, dtype=torch.float64, method="eager").double()
-    real = lse_triton.lse_bounded
-    seen = {}
-
-    def huge(logp, y, G, rho, kappa, bound, tile_spec=None):
-        kappa = kappa.clone()
+    """The default variant sums exp(z) with no bound: a logit shift that overflows float32."""
+    def huge(rho, kappa, bound):
         kappa[1, :2] *= 1e6  # exp(kappa G) = inf in float32 for these pairs
-        raw = real(logp, y, G, rho, kappa, bound, tile_spec)
-        seen["non_finite"] = int((~torch.isfinite(raw)).sum())
-        return raw
-
-    lse_triton.lse_bounded = huge
-    try:
-        got = neuron_ablation_delta(*args, method="triton").double()
-    finally:
-        lse_triton.lse_bounded = real
-    out["overflow"] = {"err": (got - ref).abs().max().item(),
-                       "default_bound": lse_triton.DEFAULT_CONFIG.bound, **seen}
+        return rho, kappa, bound
+    out["overflow"] = {**_through_perturbed_kernel("rmsnorm", 6, huge),
+                       "default_bound": lse_triton.DEFAULT_CONFIG.bound}
 
 
 def oom_case(out: dict) -> None:

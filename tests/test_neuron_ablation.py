@@ -20,6 +20,7 @@ from harness.ablation.neuron import (clean_loss, closed_form_delta, neuron_ablat
                                      neuron_influence, prepare_closed_form)
 from harness.errors import BadInputError
 from harness.models.facade import NormSpec
+from lse_triton_cases import problem  # tests/: the same random closed-form problem
 
 pytestmark = pytest.mark.tiny
 VOCAB = 1000
@@ -55,15 +56,9 @@ def _brute_force(resid, acts, targets, W_out, W_U, b_U, norm, values):
 
 @pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
 def test_pure_closed_form_matches_float64_brute_force(kind):
-    gen = torch.Generator().manual_seed(1)
-    n, d, m, v = 9, 24, 50, 400
-    resid = 3 * torch.randn(n, d, generator=gen)
-    acts = torch.randn(n, m, generator=gen)
-    W_out, W_U = 0.5 * torch.randn(m, d, generator=gen), 2 * torch.randn(d, v, generator=gen)
-    b_U, values = torch.randn(v, generator=gen), torch.randn(m, generator=gen)
-    norm = NormSpec(kind, 0.5 + torch.rand(d, generator=gen),
-                    torch.randn(d, generator=gen) if kind == "layernorm" else None, 1e-5)
-    targets = torch.randint(0, v, (n,), generator=gen)
+    n, m = 9, 50
+    resid, acts, targets, W_out, W_U, b_U, norm, values = problem(kind, seed=1, n=n, d=24, m=m,
+                                                                  v=400)
     ref, ref_loss = _brute_force(resid, acts, targets, W_out, W_U, b_U, norm, values)
     got = neuron_ablation_delta(resid, acts, targets, W_out, W_U, b_U, norm, values, chunk=17)
     assert got.dtype == torch.float32 and got.shape == (n, m)
