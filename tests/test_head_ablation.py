@@ -159,3 +159,23 @@ def test_store_caches_and_resumes_identically(data, tmp_path, monkeypatch):
     monkeypatch.undo()
     redone = head_ablation(model, rows, keep, store=store, **kw)
     np.testing.assert_array_equal(redone.delta_act, fresh.delta_act)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+def test_partial_forwards_skip_earlier_blocks(family, data):
+    """An ablation at layer k runs blocks k.. only: each earlier block's MLP runs once per row
+    batch (the clean pass), not once per ablation forward (the bridge alone would rerun them)."""
+    model = _model(family)
+    rows, keep = data
+    mlps = [b.original_component.mlp for b in model.bridge.blocks]
+    calls = [0] * len(mlps)
+    handles = [m.register_forward_hook(lambda mod, i, o, k=k: calls.__setitem__(k, calls[k] + 1))
+               for k, m in enumerate(mlps)]
+    try:
+        head_ablation(model, rows, keep, heads=[(1, 0), (1, 2)], mode="zero",
+                      scope="all-positions", neurons=NEURONS, batch_size=len(rows), fold=1)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls[0] == 1  # clean pass only
+    assert calls[1] == 1 + 2 * len(rows)  # clean pass + one forward per (head, row) job

@@ -63,6 +63,63 @@ def all_heads(facade: Any, last_k_layers: int | None = None) -> list[tuple[int, 
     return [(l, h) for l in range(first, facade.n_layers) for h in range(facade.n_heads)]
 
 
+class _BlockSkipper:
+    """Make a `start_at_layer` forward really start there.
+
+    The bridge's start_at_layer still runs blocks 0..k-1 and discards their output (the HF
+    model loop drives the whole stack), so an ablation at layer k cost a full forward. During
+    a clean pass we record what each HF block returns (a tensor, or a tuple whose other items
+    are None); while skipping, blocks before k return their input in that same form, unrun.
+    Blocks whose output we could not classify are never skipped (correct, only slower)."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.layers = [getattr(b, "original_component", None) for b in getattr(bridge, "blocks", [])]
+        self.formats: dict[int, Any] = {}
+
+    def record(self):
+        return _patched(self.layers, range(len(self.layers)), self._recorder)
+
+    def skip_before(self, k: int):
+        ok = [i for i in range(k) if i in self.formats]
+        return _patched(self.layers, ok if len(ok) == k else [], self._passthrough)
+
+    def _recorder(self, i: int, forward):
+        def call(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                self.formats[i] = "tensor"
+            elif isinstance(out, tuple) and out and all(o is None for o in out[1:]):
+                self.formats[i] = len(out)
+            return out
+        return call
+
+    def _passthrough(self, i: int, forward):
+        fmt = self.formats[i]
+
+        def call(hidden_states=None, *args, **kwargs):
+            hs = hidden_states if hidden_states is not None else kwargs["hidden_states"]
+            return hs if fmt == "tensor" else (hs,) + (None,) * (fmt - 1)
+        return call
+
+
+class _patched:
+    """Context manager: layers[i].forward replaced by make(i, original forward) for i in idx."""
+
+    def __init__(self, layers: list, idx, make) -> None:
+        self.layers, self.idx, self.make = layers, [i for i in idx if layers[i] is not None], make
+
+    def __enter__(self):
+        for i in self.idx:
+            layer = self.layers[i]
+            layer.forward = self.make(i, type(layer).forward.__get__(layer))
+        return self
+
+    def __exit__(self, *exc):
+        for i in self.idx:
+            self.layers[i].__dict__.pop("forward", None)
+        return False
+
+
 class _StopForward(Exception):
     """Raised from the last hook_resid_post: skips the full-vocabulary unembedding of every
     position (the cost of an all-positions ablation) when only kept positions are measured."""
@@ -194,6 +251,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     delta_loss = np.zeros((len(heads), len(r_all)), np.float32)
     kind = "pattern" if mode == "bos" else "z"
     bridge = facade.bridge
+    skipper = _BlockSkipper(bridge)
     first_pos = np.concatenate([[0], np.cumsum(keep.sum(1))])  # row-major position offsets
 
     for bi, start in enumerate(range(0, len(rows), batch_size)):
@@ -214,7 +272,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
             return keep_act
 
         names = [facade.hook_post] + [f"blocks.{l}.hook_resid_pre" for l in layers]
-        with torch.no_grad():
+        with torch.no_grad(), skipper.record():
             logits = facade.run_with_hooks(batch, [(n, keeper(n)) for n in names])
         br, bt = np.nonzero(bkeep)
         clean_act = cache[facade.hook_post][br, bt][:, neurons_t.to(logits.device)].double().cpu()
@@ -251,7 +309,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                 value = means[layer] if mode == "mean" else None
                 hooks = [(facade.attn_hook(layer, kind), _ablation_hook(mode, hi, qi, value)),
                          (facade.hook_post, grab), (facade.hook_resid_post, grab_resid)]
-                with torch.no_grad():
+                with torch.no_grad(), skipper.skip_before(layer):
                     try:
                         bridge.run_with_hooks(resid, fwd_hooks=hooks, start_at_layer=layer,
                                               return_type="logits")
