@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from harness.ablation import lse_triton
-from harness.ablation.bench import GPT2_XL, ModelShape
+from harness.ablation.bench import GPT2_XL, ModelShape, _time_closed_form
 from harness.ablation.neuron import closed_form_delta, prepare_closed_form
 from harness.models.facade import NormSpec
 
@@ -119,9 +119,8 @@ def sweep(shape: ModelShape = GPT2_XL, positions: int = 1024, tiles=CONFIGS,
     base = {}
     for name in ("compiled", "eager") if baselines else ():
         n = min(positions, 64)
-        sub = [a[:n] for a in args[1:4]]
-        closed_form_delta(op, *[a[:4] for a in sub], data["values"], method=name)
-        secs = _time(lambda: closed_form_delta(op, *sub, data["values"], method=name), 1)
+        _, secs = _time_closed_form(op, *[a[:n] for a in args[1:4]], data["values"], name,
+                                    torch.device(device))
         base[name] = {"positions": n, "positions_per_s": n / secs}
         print(f"{name:>10}: {n / secs:10.1f} positions/s", flush=True)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else device

@@ -13,7 +13,6 @@ up to its query (later positions cannot affect it under causal attention).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -22,8 +21,6 @@ import torch
 from torch import Tensor
 
 from harness.errors import BadInputError
-
-log = logging.getLogger(__name__)
 
 Mode = Literal["bos", "zero", "mean"]
 Scope = Literal["all-positions", "single-query"]
@@ -188,20 +185,6 @@ def _ablation_hook(mode: str, heads: Tensor, queries: Tensor, value: Tensor | No
 CODE_VERSION = "head-ablation/1"
 
 
-def _load_or_none(store: Any, key: str) -> dict[str, np.ndarray] | None:
-    """Stored arrays, or None when absent or corrupt (a corrupt entry is removed and redone)."""
-    from harness.errors import CorruptCacheError
-
-    if not store.has(key):
-        return None
-    try:
-        return store.load(key)
-    except CorruptCacheError as exc:
-        log.warning("recomputing %s: %s", key, exc)
-        store.delete(key)
-        return None
-
-
 def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, int]] | None = None,
                   mode: Mode = "bos", scope: Scope = "single-query",
                   neurons: Sequence[int] = (), last_k_layers: int | None = None,
@@ -228,8 +211,6 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                                 f"{facade.n_heads} heads")
     neurons_t = torch.as_tensor(list(neurons), dtype=torch.long)
     layers = sorted({l for l, _ in heads})
-    means = _z_means(facade, rows, keep, layers, batch_size) if mode == "mean" else {}
-
     r_all, t_all = np.nonzero(keep)
     key = None
     if store is not None:
@@ -239,12 +220,13 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                         mode=mode, scope=scope, heads=heads,
                         neurons=[int(n) for n in neurons_t], batch_size=batch_size,
                         code=CODE_VERSION)
-        a = _load_or_none(store, key)
+        a = store.load_or_none(key)
         if a is not None:
             return HeadAblation(delta_act=a["delta_act"], delta_loss=a["delta_loss"],
                                 heads=heads, row=r_all.astype(np.int64),
                                 pos=t_all.astype(np.int64), neurons=neurons_t.numpy(),
                                 mode=mode, scope=scope)
+    means = _z_means(facade, rows, keep, layers, batch_size) if mode == "mean" else {}
     pos_index = np.full(rows.shape, -1, dtype=np.int64)
     pos_index[r_all, t_all] = np.arange(len(r_all))
     delta_act = np.zeros((len(heads), len(r_all), len(neurons_t)), np.float32)
@@ -254,10 +236,11 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     skipper = _BlockSkipper(bridge)
     first_pos = np.concatenate([[0], np.cumsum(keep.sum(1))])  # row-major position offsets
 
-    for bi, start in enumerate(range(0, len(rows), batch_size)):
+    starts = range(0, len(rows), batch_size)
+    for bi, start in enumerate(starts):
         p0, p1 = int(first_pos[start]), int(first_pos[min(len(rows), start + batch_size)])
         child = None if store is None else store.child(key, f"batch{bi:06d}")
-        part = None if child is None else _load_or_none(store, child)
+        part = None if child is None else store.load_or_none(child)
         if part is not None:  # finished before an interruption
             delta_act[:, p0:p1], delta_loss[:, p0:p1] = part["delta_act"], part["delta_loss"]
             continue
@@ -343,7 +326,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
         store.save(key, {"delta_act": delta_act, "delta_loss": delta_loss},
                    {"kind": "head_ablation", "mode": mode, "scope": scope,
                     "model": facade.info(), "n_heads": len(heads), "n_rows": int(len(rows))})
-        for bi in range(len(range(0, len(rows), batch_size))):
+        for bi in range(len(starts)):  # the row batches are in the whole entry now
             store.delete(store.child(key, f"batch{bi:06d}"))
     return HeadAblation(delta_act=delta_act, delta_loss=delta_loss, heads=heads,
                         row=r_all.astype(np.int64), pos=t_all.astype(np.int64),

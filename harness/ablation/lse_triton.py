@@ -9,10 +9,12 @@ reduction re-reads G [m, V] for every position. Here each program holds a tile o
 positions x BLOCK_M neurons and streams V once, so every G element loaded is used BLOCK_P
 times, every logp/y element BLOCK_M times, and nothing but [P, m] is written.
 
-`bound[p, j]` is a known upper bound of the exponent (neuron.py computes it analytically), so
-the sum needs no running max: one pass, exp2 of a pre-scaled argument. If the bound is so
-loose that everything underflows the result is -inf, and the caller falls back to the exact
-two-pass logsumexp (the same contract as the compiled CPU kernel).
+The sum needs no running max: one pass, exp2 of a pre-scaled argument. By default it sums
+exp(z) directly (log-probabilities plus a logit shift cannot overflow float32 unless the shift
+exceeds ~88 nats); the `bound` variant first subtracts `bound[p, j]`, an analytic upper bound
+of the exponent from neuron.py. Either way a pair whose sum over- or underflows comes back
+non-finite, and the caller recomputes it with the exact two-pass logsumexp (the same contract
+as the compiled CPU kernel).
 
 Tested on CPU under TRITON_INTERPRET=1 (tests/test_lse_triton.py); timed on GPU by
 `rarebench bench`.
@@ -28,7 +30,6 @@ import torch
 from torch import Tensor
 
 LOG2E = 1.0 / math.log(2.0)
-LN2 = math.log(2.0)
 
 try:  # Triton is optional: present with CUDA builds of PyTorch, absent on CPU-only installs
     import triton
@@ -36,6 +37,7 @@ try:  # Triton is optional: present with CUDA builds of PyTorch, absent on CPU-o
 except ImportError:  # pragma: no cover - exercised where Triton is missing
     triton = None
     tl = None
+
 
 class KernelConfig(NamedTuple):
     """Tile (positions x neurons x vocabulary chunk), warps, and code variants:

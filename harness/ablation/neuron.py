@@ -150,29 +150,30 @@ def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tenso
     bound = (logp.amax(-1).to(torch.float64) + rho_m1.abs() * y_max.to(torch.float64)
              + kappa.abs() * op.G_absmax.to(torch.float64)[None, :])
     if method == "triton":
-        lse = lse_triton.lse_bounded(logp[:, 0], y[:, 0], op.G, rho_m1, kappa, bound)
-        out.copy_(lse)
-        bad = ~torch.isfinite(lse)
-        if bad.any():  # the bound underflowed for these pairs: exact logsumexp for them only
-            pi, ji = torch.nonzero(bad, as_tuple=True)
-            z = (logp[pi, 0] + rho_m1[pi, ji, None].to(dt) * y[pi, 0]
-                 + kappa[pi, ji, None].to(dt) * op.G[ji])
-            out[pi, ji] = torch.logsumexp(z, -1).to(torch.float64)
-        delta = out - lse0 - shift_t
-        return delta.masked_fill(c == 0, 0.0).to(torch.float32)
-    kernel = _fused_lse() if method == "compiled" else None
-    for j in range(0, c.shape[1], neuron_block):
-        sl = slice(j, j + neuron_block)
-        r, k, b = rho_m1[:, sl, None].to(dt), kappa[:, sl, None].to(dt), bound[:, sl].to(dt)
-        lse = kernel(logp, y, op.G[None, sl], r, k, b).to(torch.float64) if kernel else None
-        if lse is None or not torch.isfinite(lse).all():
-            # exact two-pass logsumexp (also the rescue when the bound underflows everything)
-            z = torch.addcmul(logp, r, y)
-            z.addcmul_(k, op.G[None, sl])
-            lse = torch.logsumexp(z, -1).to(torch.float64)
-        out[:, sl] = lse
+        out.copy_(lse_triton.lse_bounded(logp[:, 0], y[:, 0], op.G, rho_m1, kappa, bound))
+        pi, ji = torch.nonzero(~torch.isfinite(out), as_tuple=True)
+        if len(pi):  # the sum over- or underflowed for these pairs: exact for them only
+            out[pi, ji] = _exact_lse(logp[pi, 0], y[pi, 0], op.G[ji],
+                                     rho_m1[pi, ji, None].to(dt), kappa[pi, ji, None].to(dt))
+    else:
+        kernel = _fused_lse() if method == "compiled" else None
+        for j in range(0, c.shape[1], neuron_block):
+            sl = slice(j, j + neuron_block)
+            r, k, b = rho_m1[:, sl, None].to(dt), kappa[:, sl, None].to(dt), bound[:, sl].to(dt)
+            lse = kernel(logp, y, op.G[None, sl], r, k, b).to(torch.float64) if kernel else None
+            if lse is None or not torch.isfinite(lse).all():
+                # exact (also the rescue when the bound underflows everything)
+                lse = _exact_lse(logp, y, op.G[None, sl], r, k)
+            out[:, sl] = lse
     delta = out - lse0 - shift_t
     return delta.masked_fill(c == 0, 0.0).to(torch.float32)  # v_j = a_j(t): exactly no change
+
+
+def _exact_lse(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor) -> Tensor:
+    """Two-pass (max, then exp-sum) logsumexp_v(logp + rho y + kappa G), float64 result."""
+    z = torch.addcmul(logp, rho, y)
+    z.addcmul_(kappa, G)
+    return torch.logsumexp(z, -1).to(torch.float64)
 
 
 def _lse_with_bound(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
