@@ -13,7 +13,8 @@ from harness.data.rarity import RaritySpec, position_masks, rare_vocab, zipf_elb
 from harness.errors import BadInputError
 
 
-@pytest.mark.parametrize("kw", [{"q": 0}, {"q": 100}, {"q": -5}, {"which": "next"}])
+@pytest.mark.parametrize("kw", [{"q": 0}, {"q": 100}, {"q": -5}, {"which": "next"},
+                                {"ties": "some"}])
 def test_spec_validation(kw):
     with pytest.raises(BadInputError):
         RaritySpec(**kw)
@@ -29,10 +30,27 @@ def test_rare_fraction_matches_q_without_ties(q, seed):
     assert p[rare].max() < p[~rare].min()  # rare = the lowest-probability types
 
 
-def test_ties_at_cutoff_are_all_rare():
+def test_ties_at_cutoff_are_all_rare_with_include():
     counts = np.array([0] * 60 + list(range(1, 41)))
-    rare = rare_vocab(FrequencyTable(counts, "t"), RaritySpec(q=50))
+    rare = rare_vocab(FrequencyTable(counts, "t"), RaritySpec(q=50, ties="include"))
     assert rare[:60].all() and not rare[60:].any()
+
+
+def test_strict_rule_is_the_originals_p_below_cutoff():
+    """Original code: rare iff p < quantile(p, q). A cutoff on a tied minimum selects nothing;
+    above the ties it selects the tied block and everything below the cutoff."""
+    counts = np.array([0] * 60 + list(range(1, 41)))
+    table = FrequencyTable(counts, "t")
+    assert not rare_vocab(table, RaritySpec(q=50)).any()
+    rare = rare_vocab(table, RaritySpec(q=70))
+    p = table.probs
+    np.testing.assert_array_equal(rare, p < np.quantile(p, 0.70))
+    assert rare[:60].all() and rare.sum() == 70  # counts 0..10 lie below the cutoff
+
+
+def test_tag_names_ties_only_when_not_default():
+    assert RaritySpec(q=15, which="target").tag == "target-q15"
+    assert RaritySpec(q=15, which="current", ties="include").tag == "current-q15-include"
 
 
 def _planted_zipf(n, elbow, noise, seed):
