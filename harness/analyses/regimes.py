@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.analyses.segmented import compare_segments, huber_three_piece, log_bin
 from harness.errors import BadInputError
+from harness.stats.accumulate import weighted_sums
 from harness.stats.bootstrap import grouped_sums, percentile_ci, resample_weights
 from harness.stats.permutation import permutation_pvalue, stratified_permutations
 from harness.stats.precondition import LearnedPrecondition
@@ -27,6 +28,14 @@ from harness.stats.result import TestResult
 PAPER_BOUNDS = (3.5, 5.5)  # ln r: plateau / power law / decay (ranks 1-33 / 34-244 / 245+)
 PAPER_N_SIGN = 1940  # boost neurons behind the paper's boundaries (P3's 1.7 / 10.9 / 87.4 % split)
 SIGNS = ("boost", "suppress")
+# Influences at or below this many nats count as zero: they join neither sign group and never
+# enter a log-rank curve. ln v amplifies absolute error by 1/v, so without a floor a neuron of
+# influence ~1e-8 (float noise) would sit in the curve's tail and move every statistic that
+# averages ln v when summation order changes between machines. 1e-6 nats is 10x the closed
+# form's per-position error bound (tests/test_kernel_exactness.py) and 100x below the
+# smallest influence any claim is about; tests/test_numeric_stability.py shows the pinned
+# statistics move by less than their golden tolerance under 1e-6-nat noise on every Delta.
+INFLUENCE_FLOOR = 1e-6
 MIN_SPEARMAN = 0.5
 EFFECT_NAME = "plateau lift (rare vs common, ln units)"
 _CHUNK = 32
@@ -35,12 +44,12 @@ _CHUNK = 32
 # ---------------------------------------------------------------- curves
 
 def influence(delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean Delta per neuron over the masked positions, float64 [m] (a GEMV: no row copy)."""
+    """Mean Delta per neuron over the masked positions, float64 [m] (accumulated in float64)."""
     mask = np.asarray(mask, dtype=bool)
     n = int(mask.sum())
     if n == 0:
         raise BadInputError("empty position set: no positions to average influence over")
-    return (mask.astype(delta.dtype) @ delta).astype(np.float64) / n
+    return weighted_sums(mask, delta)[0] / n
 
 
 def _signed(x: np.ndarray, sign: str) -> np.ndarray:
@@ -50,9 +59,10 @@ def _signed(x: np.ndarray, sign: str) -> np.ndarray:
 
 
 def sorted_curve(infl: np.ndarray, sign: str = "boost") -> tuple[np.ndarray, np.ndarray]:
-    """(neuron indices, values) of the sign group, most influential first; values > 0."""
+    """(neuron indices, values) of the sign group, most influential first; values above
+    INFLUENCE_FLOOR."""
     v = _signed(np.asarray(infl, dtype=np.float64), sign)
-    idx = np.flatnonzero(v > 0)
+    idx = np.flatnonzero(v > INFLUENCE_FLOOR)
     order = np.argsort(-v[idx], kind="stable")
     return idx[order], v[idx][order]
 
@@ -78,14 +88,15 @@ def rank_window(bounds: tuple[float, float]) -> tuple[int, int]:
 
 
 def sorted_log_top(curves: np.ndarray, k: int) -> np.ndarray:
-    """ln of the k largest values of each row of `curves` [B, m], descending; NaN where <= 0."""
+    """ln of the k largest values of each row of `curves` [B, m], descending; NaN where
+    <= INFLUENCE_FLOOR."""
     c = np.atleast_2d(np.asarray(curves, dtype=np.float64))
     m = c.shape[1]
     k = min(k, m)
     top = np.partition(c, m - k, axis=1)[:, m - k:] if k < m else c
     top = -np.sort(-top, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(np.where(top > 0, top, np.nan))
+        return np.log(np.where(top > INFLUENCE_FLOOR, top, np.nan))
 
 
 def window_excess(curves: np.ndarray, r1: int, r2: int) -> np.ndarray:
@@ -270,10 +281,10 @@ def batch_means(delta: np.ndarray, index_sets: list[np.ndarray]) -> np.ndarray:
     out = np.empty((len(index_sets), delta.shape[1]), dtype=np.float64)
     for s in range(0, len(index_sets), _CHUNK):
         sets = index_sets[s:s + _CHUNK]
-        w = np.zeros((len(sets), delta.shape[0]), dtype=delta.dtype)
+        w = np.zeros((len(sets), delta.shape[0]), dtype=np.float64)
         for i, ix in enumerate(sets):
             np.add.at(w[i], ix, 1.0 / ix.size)
-        out[s:s + len(sets)] = w @ delta
+        out[s:s + len(sets)] = weighted_sums(w, delta)
     return out
 
 
@@ -384,7 +395,7 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
                            alpha, details)
 
     i_rare, i_common = _signed(influence(delta, rare), sign), _signed(influence(delta, common), sign)
-    n_sign = int(min((i_rare > 0).sum(), (i_common > 0).sum()))
+    n_sign = int(min((i_rare > INFLUENCE_FLOOR).sum(), (i_common > INFLUENCE_FLOOR).sum()))
     b = resolve_bounds(n_sign, bounds)
     r1, r2 = rank_window(b)
     details.update(bounds=list(b), plateau_ranks=[1, r1], power_law_ranks=[r1 + 1, r2],
@@ -411,7 +422,7 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
     for s in range(0, n_perm, _CHUNK):
         b_n = min(_CHUNK, n_perm - s)
         lab = stratified_permutations(labels, strata, b_n, rng)
-        sums = (lab.astype(d_pool.dtype) @ d_pool).astype(np.float64)
+        sums = weighted_sums(lab, d_pool)
         null[s:s + b_n] = lift(_signed(sums / n_r, sign), _signed((total - sums) / n_c, sign))
     p_perm = permutation_pvalue(observed, null, "greater")
 
