@@ -17,6 +17,7 @@ import platform
 import subprocess
 import tempfile
 import time
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +63,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+@lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
+    return _collect_environment()
+
+
 def environment() -> dict[str, Any]:
+    """Package versions, python, platform and the git sha of the checkout (cached)."""
+    return json.loads(json.dumps(_environment()))
+
+
+def _collect_environment() -> dict[str, Any]:
     """Package versions, python, platform and the git sha of the checkout (when there is one)."""
     versions = {}
     for name in _PACKAGES:
@@ -75,6 +86,22 @@ def environment() -> dict[str, Any]:
     versions["harness"] = __version__
     return {"packages": versions, "python": platform.python_version(),
             "platform": platform.platform(), "git_sha": _git_sha()}
+
+
+# Source files whose content decides the numbers a store entry holds.
+ENGINE_SOURCES = ("ablation/*.py", "models/*.py", "data/*.py", "pipeline.py", "store.py")
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 over the engine's source files (ENGINE_SOURCES, by relative path)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for pattern in ENGINE_SOURCES:
+        for path in sorted(root.glob(pattern)):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _git_sha() -> str | None:
@@ -99,10 +126,15 @@ class ResultStore:
     @staticmethod
     def key(**spec: Any) -> str:
         """sha256 of the canonical JSON of the spec parts (model, revision, weights hash, data,
-        rarity, ablation, code version, ...). Order of keyword arguments does not matter."""
+        rarity, ablation, ...) plus what can change a number without changing the spec: the
+        versions of torch / transformers / numpy / transformer-lens and a digest of the
+        source of the engine that computes stored arrays (derived, never hand-bumped).
+        Order of keyword arguments does not matter."""
         from harness import __version__
 
-        return _sha256(canonical_json({"spec": spec, "harness": __version__}).encode())
+        return _sha256(canonical_json({"spec": spec, "harness": __version__,
+                                       "code": code_digest(),
+                                       "packages": environment()["packages"]}).encode())
 
     @staticmethod
     def child(key: str, name: str) -> str:

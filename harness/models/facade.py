@@ -8,6 +8,7 @@ architecture, keeps `ablation/` free of model-specific code.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -229,11 +230,22 @@ class ModelFacade:
     # ---- provenance -------------------------------------------------------------------------
     @property
     def weights_sha(self) -> str:
-        """sha256 of the final-layer tensors (cheap; identifies the checkpoint in manifests)."""
+        """sha256 of every weight and buffer (by name), the model config and the tokenizer:
+        what identifies the model in manifests and in every result-store key. Hashing only
+        the final layer let a copy with other attention weights share cached head ablations."""
         if self._weights_sha is None:
             digest = hashlib.sha256()
-            for t in (self.W_out, self.W_U, self.final_norm.gamma):
-                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            tensors = dict(self.hf_model.named_parameters())
+            tensors.update(dict(self.hf_model.named_buffers()))
+            for name in sorted(tensors):
+                t = tensors[name].detach()
+                digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+                digest.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                              if t.numel() else b"")
+            config = getattr(self.hf_model, "config", None)
+            if config is not None and hasattr(config, "to_json_string"):
+                digest.update(config.to_json_string(use_diff=False).encode())
+            digest.update(tokenizer_digest(self.tokenizer).encode())
             self._weights_sha = digest.hexdigest()
         return self._weights_sha
 
@@ -251,3 +263,15 @@ class ModelFacade:
         return (f"ModelFacade({self.name!r}, family={self.family}, step={self.step}, "
                 f"L={self.n_layers}, d_mlp={self.d_mlp}, V={self.d_vocab}, "
                 f"{self.processing}, {str(self.dtype).removeprefix('torch.')}, {self.device})")
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """sha256 of a tokenizer's full definition (vocabulary, merges, specials)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        text = backend.to_str()
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()), separators=(",", ":"))
+    specials = json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True,
+                          default=str)
+    return hashlib.sha256((text + specials).encode()).hexdigest()
