@@ -1,6 +1,11 @@
 """Cases for tests/test_lse_triton.py, run in a child process started with TRITON_INTERPRET=1
 (Triton reads it when it is first imported, so the parent test process cannot switch it on).
-Prints one JSON object: case name -> max abs error (or an error message)."""
+Prints one JSON object: case name -> max abs error (or an error message).
+
+`python lse_triton_cases.py --deltas IN OUT` instead runs the Triton closed form on the problems
+torch.save'd in IN (a list of neuron_ablation_delta argument tuples) and saves the Deltas to OUT
+(tests/test_kernel_exactness.py). Also shared by the tests: `problem` (a random closed-form
+problem) and `brute_force_delta` (the float64 definition of Delta)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from harness.ablation import lse_triton
 from harness.ablation.neuron import neuron_ablation_delta
 from harness.models.facade import NormSpec
 
-TILES = ["1,16,32,4", "4,32,64,4", "8,16,16,8", "4,16,32,4,nobound", "2,16,32,4,acc3d"]
+TILES = ["1,16,32,4", "4,32,64,4", "8,16,16,8", "4,16,32,4,nobound", "2,16,32,4,acc3d",
+         "4,16,32,4,nobound,acc3d,flush3"]
 
 
 def problem(kind: str, seed: int, n=7, d=24, m=45, v=301):
@@ -28,6 +34,32 @@ def problem(kind: str, seed: int, n=7, d=24, m=45, v=301):
                     torch.randn(d, generator=gen) if kind == "layernorm" else None, 1e-5)
     targets = torch.randint(0, v, (n,), generator=gen)
     return resid, acts, targets, W_out, W_U, b_U, norm, values
+
+
+def brute_force_delta(resid, acts, targets, W_out, W_U, b_U, norm, values,
+                      max_elements: int = 1 << 23):
+    """(Delta [N, m], clean CE [N]) by materialising every ablated residual x + c_j w_j and
+    running final norm -> logits -> cross-entropy, all in float64 (chunked over positions)."""
+    f64 = NormSpec(norm.kind, norm.gamma.double(),
+                   None if norm.beta is None else norm.beta.double(), norm.eps)
+    W_U = W_U.double()
+    bias = torch.zeros(W_U.shape[1], dtype=torch.float64) if b_U is None else b_U.double()
+
+    def ce(x, t):
+        logp = torch.log_softmax(f64.apply(x) @ W_U + bias, -1)
+        idx = t.view(-1, *([1] * (x.dim() - 1))).expand(*x.shape[:-1], 1)
+        return -logp.gather(-1, idx)[..., 0]
+
+    x, W = resid.double(), W_out.double()
+    c = values.double()[None, :] - acts.double()
+    step = max(1, max_elements // (W.shape[0] * W_U.shape[1]))
+    delta, loss = [], []
+    for i in range(0, len(x), step):
+        xs, cs, ts = x[i:i + step], c[i:i + step], targets[i:i + step]
+        clean = ce(xs, ts)
+        delta.append(ce(xs[:, None, :] + cs[:, :, None] * W[None], ts) - clean[:, None])
+        loss.append(clean)
+    return torch.cat(delta), torch.cat(loss)
 
 
 def closed_form_cases(out: dict) -> None:
@@ -120,8 +152,28 @@ def oom_case(out: dict) -> None:
     out["oom"] = {"err": (got - ref).abs().max().item(), "sizes": sizes}
 
 
+def deltas(src: str, dst: str) -> None:
+    """Triton closed-form Deltas (float64 copies of the float32 result) for each saved problem,
+    with the default kernel configuration except for the position block: the interpreter's
+    cost is per operation, so all positions go in one program. Each (position, neuron) pair's
+    arithmetic does not depend on the position block (the V chunk and the float64 flush
+    window, which do, are the default's)."""
+    problems = torch.load(src, weights_only=False)
+    n = max(len(args[0]) for args in problems)
+    lse_triton.DEFAULT_CONFIG = lse_triton.DEFAULT_CONFIG._replace(
+        block_p=triton_next_power_of_2(n))
+    torch.save([neuron_ablation_delta(*args, method="triton").double() for args in problems],
+               dst)
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def main() -> None:
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+    if sys.argv[1:2] == ["--deltas"]:
+        return deltas(*sys.argv[2:4])
     out: dict = {}
     for case in (closed_form_cases, raw_kernel_case, underflow_case, overflow_case, oom_case):
         try:

@@ -44,7 +44,7 @@ def _ok(result: dict) -> dict:
 
 @pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("tile", ["1x16x32x4", "4x32x64x4", "8x16x16x8", "4x16x32x4+nobound",
-                                  "2x16x32x4+acc3d"])
+                                  "2x16x32x4+acc3d", "4x16x32x4+nobound+acc3d+flush3"])
 def test_triton_closed_form_matches_float64(cases, kind, tile):
     """Tile shapes and code variants, ragged sizes, both norms: Deltas within 1e-5 nats of
     float64."""
@@ -88,11 +88,15 @@ def test_out_of_memory_halves_positions(cases):
 
 def test_kernel_config_parsing():
     cfg = lse_triton.KernelConfig.parse("8,32,64,4,nobound,ftz")
-    assert cfg == (8, 32, 64, 4, False, True, False)
+    assert cfg == (8, 32, 64, 4, False, True, False, lse_triton.FLUSH)
     assert cfg.label() == "8x32x64x4+nobound+ftz"
+    cfg = lse_triton.KernelConfig.parse("8,32,64,4,acc3d,flush4")
+    assert cfg.flush == 4 and cfg.label() == "8x32x64x4+acc3d+flush4"
+    assert lse_triton.KernelConfig.parse("8,32,64,4,acc3d").label() == "8x32x64x4+acc3d"
     assert lse_triton.KernelConfig.parse(lse_triton.DEFAULT_CONFIG.label().replace("x", ",")
                                          .split("+")[0])[:4] == lse_triton.DEFAULT_CONFIG[:4]
-    for bad in ("8,32,64", "8,32,64,4,fast", "a,b,c,d"):
+    for bad in ("8,32,64", "8,32,64,4,fast", "a,b,c,d", "8,32,64,4,flush0",
+                "8,32,64,4,flush2,flush4"):
         with pytest.raises(ValueError):
             lse_triton.KernelConfig.parse(bad)
 

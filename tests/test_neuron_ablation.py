@@ -20,7 +20,8 @@ from harness.ablation.neuron import (clean_loss, closed_form_delta, neuron_ablat
                                      neuron_influence, prepare_closed_form)
 from harness.errors import BadInputError
 from harness.models.facade import NormSpec
-from lse_triton_cases import problem  # tests/: the same random closed-form problem
+# tests/: the same random closed-form problem and float64 brute force
+from lse_triton_cases import brute_force_delta, problem
 
 pytestmark = pytest.mark.tiny
 VOCAB = 1000
@@ -40,26 +41,12 @@ def _model(family: str, d_model: int, d_mlp: int, n_layers: int, tied: bool, ini
     return facade
 
 
-def _brute_force(resid, acts, targets, W_out, W_U, b_U, norm, values):
-    """Delta by materialising every ablated residual, all in float64."""
-    f64 = NormSpec(norm.kind, norm.gamma.double(),
-                   None if norm.beta is None else norm.beta.double(), norm.eps)
-    def ce(x):
-        logp = torch.log_softmax(f64.apply(x) @ W_U.double() + b_U.double(), -1)
-        idx = targets.view(-1, *([1] * (x.dim() - 1))).expand(*x.shape[:-1], 1)
-        return -logp.gather(-1, idx)[..., 0]
-    x = resid.double()
-    c = values.double()[None, :] - acts.double()
-    ablated = x[:, None, :] + c[:, :, None] * W_out.double()[None]
-    return ce(ablated) - ce(x)[:, None], ce(x)
-
-
 @pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
 def test_pure_closed_form_matches_float64_brute_force(kind):
     n, m = 9, 50
     resid, acts, targets, W_out, W_U, b_U, norm, values = problem(kind, seed=1, n=n, d=24, m=m,
                                                                   v=400)
-    ref, ref_loss = _brute_force(resid, acts, targets, W_out, W_U, b_U, norm, values)
+    ref, ref_loss = brute_force_delta(resid, acts, targets, W_out, W_U, b_U, norm, values)
     got = neuron_ablation_delta(resid, acts, targets, W_out, W_U, b_U, norm, values, chunk=17)
     assert got.dtype == torch.float32 and got.shape == (n, m)
     assert ref.abs().max() > 1.0  # large effects: the test is not trivially satisfied
@@ -72,6 +59,46 @@ def test_pure_closed_form_matches_float64_brute_force(kind):
                                atol=1e-5, rtol=1e-6)
     at_own_value = neuron_ablation_delta(resid, acts, targets, W_out, W_U, b_U, norm, acts[0])
     assert at_own_value[0].abs().max() == 0  # c = 0 -> exactly no change
+
+
+@pytest.mark.parametrize("method", ["compiled", "eager"])
+def test_underflowing_bound_is_recomputed_exactly(monkeypatch, method):
+    """A bound so loose that every exp underflows (clean row 0 and three ablated pairs): the
+    kernel returns -inf there, and those pairs alone are recomputed in float64."""
+    args = problem("layernorm", seed=4, n=5, m=12, v=300)
+    ref, _ = brute_force_delta(*args)
+    real, seen = neuron._run_lse, []
+
+    def loose(kernel, kargs):
+        logp, y, G, rho, kappa, bound = kargs
+        bound = bound.clone()
+        bound[0, :3] += 500.0  # exp(z - bound) == 0 in float32
+        used, lse = real(kernel, (logp, y, G, rho, kappa, bound))
+        seen.append(int((~torch.isfinite(lse)).sum()))
+        return used, lse
+
+    monkeypatch.setattr(neuron, "_run_lse", loose)
+    got = neuron_ablation_delta(*args, method=method)
+    assert seen == [1, 3]  # the clean row, then the block of all 12 neurons
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_compiled_kernel_failing_midway_switches_both_terms_to_eager(monkeypatch):
+    """A backend failure after the clean term was computed: the clean term is recomputed by
+    the eager kernel too, so both terms still come from one kernel."""
+    args = problem("rmsnorm", seed=5, n=4, m=10, v=200)
+    calls = []
+
+    def flaky(*kargs):  # the compiled kernel's contract: None = failed, use eager
+        calls.append(kargs[2].shape[1])  # a kernel with an offset, that fails after one call
+        return neuron._lse_with_bound(*kargs) + 1e-3 if len(calls) == 1 else None
+
+    monkeypatch.setattr(neuron, "_fused_lse", lambda: flaky)
+    got = neuron_ablation_delta(*args, method="compiled", chunk=5)  # 1 position, 2 blocks
+    assert calls == [1, 5, 1, 1, 1]  # clean row compiled, its first block failed; then eager
+    eager = neuron_ablation_delta(*args, method="eager", chunk=5)
+    torch.testing.assert_close(got, eager, atol=0, rtol=0)
 
 
 def test_oom_halves_the_block_and_retries(monkeypatch):

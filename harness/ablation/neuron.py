@@ -11,8 +11,26 @@ s^2 = |x~|^2/d + eps and y = (x~/s) U (so clean logits z = y + beta W_U + b_U):
 
 This is the paper's closed form rearranged so that each position costs only elementwise work
 and one logsumexp over [d_mlp, V] (no matmul per neuron), and so that float32 rounding acts on
-the *change* of the logits rather than on the logits themselves: Delta is exact to ~1e-6 nats.
-Per-position scalars (s, s', x~.w~, the target terms) are computed in float64.
+the *change* of the logits rather than on the logits themselves. Per-position scalars (s, s',
+x~.w~, the target terms) are computed in float64.
+
+How the two logsumexps are computed, and why. Delta is a difference of two logsumexps over V,
+so any error one routine makes on a whole row that the other does not becomes an offset of
+every Delta. Hence (CODE_VERSION neuron-closed-form/2):
+  - the clean term lse_v(log p_v) is computed by the SAME kernel as the ablated ones (compiled,
+    eager or Triton), called with rho = kappa = 0 and the clean row's bound max_v log p_v, on
+    the same float32 log p row; what that kernel's rounding does to a row cancels in Delta;
+  - every kernel takes exp() of a float32 exponent but sums the exponentials in float64 (the
+    Triton kernel: float32 per lane for 16 chunks, then into a float64 sum) and adds the
+    bound back in float64. A float32 running sum over V drops the small terms added after a
+    large one: the old compiled kernel (float32 sum, clean term from eager torch.logsumexp)
+    biased every Delta by about -7e-6 nats at V = 50257 (max 1.4e-5);
+  - pairs whose one-pass sum over- or underflows (a shift or bound slack beyond ~88 nats) are
+    recomputed, alone, by a float64 two-pass logsumexp.
+Measured against a float64 recomputation of every ablated forward (final norm -> logits -> CE;
+tests/test_kernel_exactness.py, GPT-2 / NeoX / Llama, V = 4096, 1,024 positions): max abs error
+<= 4.2e-7 nats per (position, neuron) and |mean error| <= 2.7e-9 nats for every kernel; what is
+left is the float32 rounding of the exponent's inputs (log p, y, G) and of the float32 Delta.
 """
 
 from __future__ import annotations
@@ -29,7 +47,7 @@ from harness.ablation import lse_triton
 from harness.ablation.batching import free_bytes, with_oom_backoff
 from harness.errors import BadInputError
 
-CODE_VERSION = "neuron-closed-form/1"
+CODE_VERSION = "neuron-closed-form/2"  # /2: same-kernel clean term, float64 exp-sums
 # float32 temporaries alive per block element inside the fused add + logsumexp.
 _TEMPS_PER_ELEMENT = 3
 _G_ROWS_PER_MATMUL = 1024
@@ -132,7 +150,11 @@ def _clean(op: ClosedForm, resid: Tensor, targets: Tensor) -> _Clean:
 def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
                      values: Tensor, neuron_block: int, method: str = "compiled") -> Tensor:
     """Delta for a few positions and all of op's neurons, `neuron_block` neurons at a time
-    (`method` 'triton': all neurons in one kernel launch, no [P, m, V] block)."""
+    (`method` 'triton': all neurons in one kernel launch, no [P, m, V] block).
+
+    The clean logsumexp is computed by the same kernel as the ablated ones (rho = kappa = 0,
+    the clean row's bound), so whatever that kernel's rounding does to a row cancels in the
+    difference instead of becoming an offset of every Delta."""
     cl = _clean(op, resid, targets)
     c = values.to(torch.float64)[None, :] - acts.to(torch.float64)
     q = (2.0 * c * cl.xw + c * c * op.ww) / op.d_model
@@ -141,56 +163,118 @@ def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tenso
     kappa = c / s_new
     shift_t = rho_m1 * cl.y_t[:, None] + kappa * cl.G_t  # (z' - z) at the target
     dt = op.G.dtype
-    logp, y = cl.logp.to(dt)[:, None, :], cl.y.to(dt)[:, None, :]
-    # lse of the rounded log p is not exactly 0; subtracting it cancels that bias (c = 0 -> 0).
-    lse0 = torch.logsumexp(logp, -1).to(torch.float64)
-    out = torch.empty(c.shape, dtype=torch.float64, device=c.device)
+    logp, y = cl.logp.to(dt), cl.y.to(dt)
     # an upper bound of max_v z'_v per (position, neuron): exp(z' - bound) <= 1 never overflows
-    y_max = y.abs().amax(-1)
-    bound = (logp.amax(-1).to(torch.float64) + rho_m1.abs() * y_max.to(torch.float64)
+    # (the clean row's own bound is max_v log p_v)
+    lp_max = logp.amax(-1, keepdim=True).to(torch.float64)
+    bound = (lp_max + rho_m1.abs() * y.abs().amax(-1, keepdim=True).to(torch.float64)
              + kappa.abs() * op.G_absmax.to(torch.float64)[None, :])
+    zero = torch.zeros_like(lp_max)
+    G0 = op.G[:1]  # any row: kappa = 0 multiplies it away exactly
+    out = torch.empty(c.shape, dtype=torch.float64, device=c.device)
     if method == "triton":
-        out.copy_(lse_triton.lse_bounded(logp[:, 0], y[:, 0], op.G, rho_m1, kappa, bound))
-        pi, ji = torch.nonzero(~torch.isfinite(out), as_tuple=True)
-        if len(pi):  # the sum over- or underflowed for these pairs: exact for them only
-            out[pi, ji] = _exact_lse(logp[pi, 0], y[pi, 0], op.G[ji],
-                                     rho_m1[pi, ji, None].to(dt), kappa[pi, ji, None].to(dt))
+        lse0 = lse_triton.lse_bounded(logp, y, G0, zero, zero, lp_max)
+        out.copy_(lse_triton.lse_bounded(logp, y, op.G, rho_m1, kappa, bound))
+        _rescue(lse0, logp, y, G0, zero, zero)
+        _rescue(out, logp, y, op.G, rho_m1, kappa)
     else:
         kernel = _fused_lse() if method == "compiled" else None
+        lp3, y3 = logp[:, None, :], y[:, None, :]
+        clean_args = (lp3, y3, G0[None], zero[..., None].to(dt), zero[..., None].to(dt),
+                      lp_max.to(dt))
+        kernel, lse0 = _run_lse(kernel, clean_args)
         for j in range(0, c.shape[1], neuron_block):
             sl = slice(j, j + neuron_block)
-            r, k, b = rho_m1[:, sl, None].to(dt), kappa[:, sl, None].to(dt), bound[:, sl].to(dt)
-            lse = kernel(logp, y, op.G[None, sl], r, k, b).to(torch.float64) if kernel else None
-            if lse is None or not torch.isfinite(lse).all():
-                # exact (also the rescue when the bound underflows everything)
-                lse = _exact_lse(logp, y, op.G[None, sl], r, k)
+            args = (lp3, y3, op.G[None, sl], rho_m1[:, sl, None].to(dt),
+                    kappa[:, sl, None].to(dt), bound[:, sl].to(dt))
+            used, lse = _run_lse(kernel, args)
             out[:, sl] = lse
+            if used is not kernel:  # the compiled kernel failed: clean term by eager, too
+                kernel, lse0 = _run_lse(None, clean_args)
+        _rescue(lse0, logp, y, G0, zero, zero)
+        _rescue(out, logp, y, op.G, rho_m1, kappa)
     delta = out - lse0 - shift_t
     return delta.masked_fill(c == 0, 0.0).to(torch.float32)  # v_j = a_j(t): exactly no change
 
 
-def _exact_lse(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor) -> Tensor:
-    """Two-pass (max, then exp-sum) logsumexp_v(logp + rho y + kappa G), float64 result."""
-    z = torch.addcmul(logp, rho, y)
-    z.addcmul_(kappa, G)
-    return torch.logsumexp(z, -1).to(torch.float64)
+def _exponent(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
+              bound: Tensor) -> Tensor:
+    """logp + rho y + kappa G - bound, one block-dtype tensor [P, m, V] (one allocation)."""
+    z = logp - bound[..., None]
+    z.addcmul_(rho, y)
+    return z.addcmul_(kappa, G)
 
 
 def _lse_with_bound(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
                     bound: Tensor) -> Tensor:
-    """log sum_v exp(logp + rho y + kappa G) in ONE pass: the known upper bound replaces the
-    max pass of logsumexp, so a compiler can fuse everything into a single exp-and-sum loop."""
-    z = logp + rho * y + kappa * G - bound[..., None]
-    return torch.log(torch.exp(z).sum(-1)) + bound
+    """log sum_v exp(logp + rho y + kappa G), float64 [P, m], in ONE pass (the compiled kernel).
+
+    The known upper bound replaces the max pass of logsumexp (so a compiler fuses everything
+    into a single exp-and-sum loop) and is added back in float64, exactly the value subtracted.
+    The exponentials are taken in the block dtype and summed in float64: a float32 running sum
+    drops the many small terms added after a large one (a downward bias that reached ~1e-5
+    nats at V = 50257); the float64 sum costs ~3% on CPU."""
+    e = _exponent(logp, y, G, rho, kappa, bound).exp_()
+    return torch.log(e.sum(-1, dtype=torch.float64)) + bound.to(torch.float64)
+
+
+_SUM64_ELEMENTS = 1 << 18
+
+
+def _lse_eager(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
+               bound: Tensor) -> Tensor:
+    """_lse_with_bound without a compiler: the same exponent, exponentials and float64 sum."""
+    e = _exponent(logp, y, G, rho, kappa, bound).exp_()
+    return torch.log(_sum64(e)) + bound.to(torch.float64)
+
+
+def _sum64(e: Tensor) -> Tensor:
+    """e.sum(-1) accumulated in float64. Eager torch casts the whole block to float64 first;
+    on CPU that copy is ~10x cheaper in cache-sized row groups (then ~the float32 sum's cost)."""
+    if e.device.type != "cpu":
+        return e.sum(-1, dtype=torch.float64)
+    rows = e.reshape(-1, e.shape[-1])
+    out = torch.empty(rows.shape[0], dtype=torch.float64)
+    step = max(1, _SUM64_ELEMENTS // rows.shape[1])
+    for i in range(0, rows.shape[0], step):
+        torch.sum(rows[i:i + step], -1, dtype=torch.float64, out=out[i:i + step])
+    return out.view(e.shape[:-1])
+
+
+def _run_lse(kernel, args: tuple) -> tuple[Any, Tensor]:
+    """(the kernel that ran, its lse): the compiled `kernel`, or eager where it is None or
+    fails (a backend failure switches the process to eager for good, see _guarded)."""
+    lse = kernel(*args) if kernel is not None else None
+    if lse is None:
+        return None, _lse_eager(*args)
+    return kernel, lse
+
+
+_RESCUE_ELEMENTS = 1 << 22
+
+
+def _rescue(lse: Tensor, logp: Tensor, y: Tensor, G: Tensor, rho: Tensor,
+            kappa: Tensor) -> None:
+    """Pairs whose one-pass sum over- or underflowed (a logit shift or bound slack beyond ~88
+    nats) come back non-finite: recompute those pairs only, in place, by the exact two-pass
+    logsumexp in float64. logp, y [P, V]; G [m, V]; rho, kappa, lse [P, m]."""
+    pi, ji = torch.nonzero(~torch.isfinite(lse), as_tuple=True)
+    step = max(1, _RESCUE_ELEMENTS // logp.shape[-1])
+    f64 = torch.float64
+    for i in range(0, len(pi), step):
+        p, j = pi[i:i + step], ji[i:i + step]
+        z = torch.addcmul(logp[p].to(f64), rho[p, j, None].to(f64), y[p].to(f64))
+        z.addcmul_(kappa[p, j, None].to(f64), G[j].to(f64))
+        lse[p, j] = torch.logsumexp(z, -1)
 
 
 _KERNEL: dict[str, Any] = {}
 
 
 def _fused_lse():
-    """torch.compile'd single-pass kernel (~3-6x the eager speed on CPU, where the d_mlp x V
-    exponentials are the whole cost); None where compiling is off or fails (eager fallback).
-    Set RAREBENCH_COMPILE=0 to disable."""
+    """torch.compile'd _lse_with_bound (~3-6x the eager speed on CPU, where the d_mlp x V
+    exponentials are the whole cost); None where compiling is off or fails (_lse_eager then
+    computes both the clean and the ablated terms). Set RAREBENCH_COMPILE=0 to disable."""
     import os
 
     if "fn" not in _KERNEL:
@@ -251,8 +335,8 @@ def closed_form_delta(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tens
 
     `chunk` = block size in (position, neuron) rows of length V (for the 'triton' method: in
     positions); default from free memory. An out-of-memory error halves it and retries the
-    same positions. `method`: 'auto' | 'triton' | 'compiled' | 'eager' (same numbers to ~1e-6
-    nats; they differ in speed)."""
+    same positions. `method`: 'auto' | 'triton' | 'compiled' | 'eager' (each within 1e-6 nats
+    of float64, no systematic offset; they differ in speed)."""
     dev = op.G.device
     method = resolve_method(method, dev, op.G.dtype)
     resid, targets = resid.to(dev), targets.to(dev, torch.long)
