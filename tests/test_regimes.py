@@ -5,15 +5,20 @@ import numpy as np
 import pytest
 
 from harness.analyses.plots_regimes import plot_regimes
-from harness.analyses.regimes import (dual_regimes_test, fixed_regimes, huber_regimes, influence,
+from harness.analyses import regimes
+from harness.analyses.regimes import (SESOI, dual_regimes_test, fixed_regimes, huber_regimes,
+                                      influence, lift_scan, match_balance, paper_plateau_sizes,
                                       plateau_lift, plateau_neurons, rank_window, resolve_bounds,
-                                      segmented_regimes, sorted_curve, top_neurons, window_excess)
+                                      scan_ranks, segmented_regimes, sorted_curve, top_neurons,
+                                      window_excess)
 from harness.analyses.segmented import compare_segments, huber_three_piece, log_bin
 from harness.analyses.synthetic_regimes import make_regimes_data
 from harness.errors import BadInputError
 from harness.stats.precondition import check_learned
+from harness.stats.reliability import chance_overlap, top_set_reliability
 
 FAST = {"n_perm": 99, "n_boot": 100, "n_size_draws": 10, "n_loss_draws": 5}
+LN2 = math.log(2.0)
 
 
 def three_regime_curve(n=2000, b1=3.0, b2=5.5, noise=0.0, seed=0):
@@ -98,27 +103,169 @@ def test_huber_fit_recovers_breakpoints_and_slope():
     assert fit.plateau_size <= 2 and fit.plateau_excess < 0
 
 
-def test_planted_plateau_is_supported_and_details_are_json():
+def test_lift_scan_is_exact_on_a_lifted_top_and_scale_free():
+    rng = np.random.default_rng(0)
+    base = rng.permutation(np.arange(1, 301, dtype=float) ** -0.7)
+    top = np.argsort(-base)[:10]
+    lifted = base.copy()
+    lifted[top] *= math.exp(0.5)
+    lift = lift_scan(lifted, base, 40, 80)[0]
+    assert lift[9] == pytest.approx(0.5, abs=1e-12)             # w = k: the full lift
+    assert lift[19] == pytest.approx(0.5 * 10 / 20, abs=1e-12)  # w > k: diluted, s k / w
+    assert lift[2] == pytest.approx(0.0, abs=1e-12)             # w < k: baseline lifted too
+    assert np.argmax(lift) == 9
+    np.testing.assert_allclose(lift_scan(3.0 * lifted, base, 40, 80)[0], lift, atol=1e-12)
+    np.testing.assert_allclose(lift_scan(base, base, 40, 80)[0], 0.0, atol=1e-12)
+    assert lift_scan(base, base, 200, 300).shape == (1, 200)
+
+
+def test_scan_ranks_cover_the_papers_plateaus_at_every_layer_width():
+    assert scan_ranks(256) == (100, 200)
+    assert scan_ranks(3000) == (100, 200)
+    assert scan_ranks(60) == (30, 60)
+    with pytest.raises(BadInputError):
+        scan_ranks(6)
+    assert paper_plateau_sizes(6400) == (30, 40, 50)
+    assert paper_plateau_sizes(512) == (2, 3, 4)
+    assert SESOI.value == pytest.approx(math.log(1.2)) and "papers" in SESOI.why
+
+
+def test_planted_plateau_is_supported_at_several_widths_and_the_width_is_found():
+    for k, seed in ((5, 1), (30, 2), (60, 3)):
+        d = make_regimes_data(seed=seed, m=512, k=k, effect=LN2, mode="lift")
+        r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, seed=1, describe=False,
+                              **FAST)
+        assert r.verdict == "supported", (k, r.details["message"])
+        assert r.p_value == pytest.approx(0.01) and r.ci_low > 0.2
+        assert abs(r.details["scan"]["width"] - k) <= max(3, k // 3), r.details["scan"]
+        gates = r.details["decision"]["gates"]
+        assert all(g["passed"] for n, g in gates.items() if n != "upper_bound_below_sesoi")
+
+
+def test_planted_plateau_details_are_json_and_plateau_neurons_find_it():
     d = make_regimes_data(seed=5, k=9, effect=1.0)
     r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, seed=1, **FAST)
     assert r.verdict == "supported", r.details["decision"]
-    assert r.p_value == pytest.approx(0.01) and r.ci_low > 0.1
-    assert r.details["loss_matched"]["ci"][0] > 0
-    assert r.details["size_matched"]["frac_lift_ge_rare"] == 0.0
-    assert r.details["reliability"]["spearman"] >= 0.5
+    assert r.details["size_matched"]["frac_max_z_ge_rare"] == 0.0
+    assert r.details["fixed_window"]["p"] < 0.05  # the reported fixed-window lift sees it too
     assert {"fixed", "segmented", "huber"} <= set(r.details["fits"]["rare"])
+    assert r.details["multiple_comparisons"].startswith("raw p per record")
     text = json.dumps(r.to_dict(), allow_nan=False)
-    assert "curves" in text
+    assert "curves" in text and "z_by_width" in text
     found = set(plateau_neurons(d.delta, d.rare).tolist())
     assert len(found & set(d.planted.tolist())) >= 8
 
 
+def test_null_is_not_supported_and_can_be_refuted():
+    verdicts = []
+    for seed in range(6):
+        d = make_regimes_data(seed=100 + seed, m=256, n_rows=80)
+        r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, seed=seed,
+                              describe=False, **FAST)
+        verdicts.append(r.verdict)
+        assert r.details["decision"]["sesoi"] == pytest.approx(SESOI.value)
+    # a null is supported at rate <= alpha (the bound is tests/test_calibration_regimes.py's);
+    # with 80 rows the upper bound of a zero plateau falls below the SESOI: refuted
+    assert verdicts.count("supported") <= 1 and "refuted" in verdicts, verdicts
+
+
 def test_difficulty_plateau_is_not_called_rarity():
-    d = make_regimes_data(seed=6, k=9, effect=1.0, mode="difficulty")
+    d = make_regimes_data(seed=6, k=20, effect=LN2, mode="lift-difficulty", m=512)
     r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, describe=False, **FAST)
-    assert r.verdict == "not supported"
-    assert not r.details["decision"]["conditions"]["beyond_difficulty"]
-    assert any("difficulty" in f for f in r.details["decision"]["failed"])
+    assert r.verdict != "supported"
+    gates = r.details["decision"]["gates"]
+    assert gates["loss_match_balance"]["passed"] and not gates["beyond_difficulty"]["passed"]
+    assert "difficulty" in r.details["message"]
+
+
+def test_no_overlap_fails_the_balance_gate_and_is_never_supported():
+    for seed in range(3):
+        d = make_regimes_data(seed=20 + seed, k=20, effect=LN2, mode="lift-difficulty",
+                              overlap=False, m=512)
+        assert d.loss[d.rare].min() > d.loss[d.common].max()
+        r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, describe=False, **FAST)
+        bal = r.details["loss_matched"]["balance"]
+        assert bal["smd"] > 0.25 and bal["share_rare_beyond_common"] == 1.0
+        assert r.verdict == "inconclusive", r.details["message"]
+        assert "loss matching failed" in r.details["message"]
+
+
+def test_match_balance_numbers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(10, 1, 500)
+    same = match_balance(a, rng.normal(10, 1, 500))
+    assert abs(same["smd"]) < 0.2 and same["overlap"] > 0.8
+    apart = match_balance(a, rng.normal(5, 1, 500), loss_common=rng.normal(5, 1, 500))
+    assert apart["smd"] == pytest.approx(5.0, rel=0.1) and apart["overlap"] < 0.05
+    assert apart["share_rare_beyond_common"] > 0.9
+
+
+def test_top_set_reliability_against_random_sets():
+    rng = np.random.default_rng(0)
+    n_rows, m = 40, 300
+    chance, needed = chance_overlap(m, 10)
+    assert chance == pytest.approx((100 / 300) / (20 - 100 / 300), rel=0.2) and 1 <= needed <= 4
+    signal = np.r_[np.full(10, 1.0), np.zeros(m - 10)]
+    counts = np.full(n_rows, 3)
+    clear = signal * 3 + rng.normal(0, 0.3, (n_rows, m))
+    rel = top_set_reliability(clear, counts, rng, top_k=10, top_ranks=20)
+    assert rel.overlap_ok and rel.jaccard == 1.0 and rel.p_overlap < 1e-10 and rel.spearman_ok
+    noise = rng.normal(0, 1, (n_rows, m))
+    rel = top_set_reliability(noise, counts, rng, top_k=10, top_ranks=20)
+    assert not rel.overlap_ok and rel.jaccard < 0.2
+
+
+def test_noise_ranking_fails_the_top_set_gate():
+    d = make_regimes_data(seed=9, m=256)
+    rng = np.random.default_rng(1)
+    noise = (0.3 * rng.standard_normal(d.delta.shape)).astype(np.float32)
+    r = dual_regimes_test(noise, d.row, d.rare, d.common, d.loss, describe=False, **FAST)
+    assert r.verdict == "inconclusive"
+    assert not r.details["decision"]["gates"]["top_set_overlap"]["passed"]
+    assert "unreliable top set" in r.details["message"]
+
+
+def test_planted_null_matches_brute_force():
+    """The own-power shortcut (a plant moves with the labels through precomputed permutation
+    sums) equals recomputing the permuted curves from a planted matrix."""
+    d = make_regimes_data(seed=11, m=64, n_rows=12)
+    rng = np.random.default_rng(0)
+    pool = regimes._Pool(d.delta, d.row, d.rare, d.common, d.loss, "boost", d.n_rows, 7, 10,
+                         rng, None)
+    labels = regimes.stratified_permutations(pool.labels, pool.strata, 1, rng)[0]
+    lab = pool.labelled(labels)
+    j, add = np.array([3, 17, 40]), np.array([0.5, 0.2, 0.9])
+    lab.plant = regimes._Plant(j, add, 3, 0.4)
+    planted = pool.delta.astype(np.float64).copy()
+    planted[np.ix_(labels, j)] += add
+    null, _ = pool.null(lab, 7)
+    brute = []
+    for p in pool.perms:
+        rare, common = planted[p].mean(0), planted[~p].mean(0)
+        brute.append(pool.stats(rare[None], common[None])[0][0])
+    np.testing.assert_allclose(regimes.ScanNull.from_lifts(np.array(brute)).t_max, null.t_max,
+                               rtol=1e-9, atol=1e-12)
+    a, b = pool.curves(lab)
+    np.testing.assert_allclose(a, planted[labels].mean(0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(b, planted[~labels].mean(0), rtol=1e-12, atol=1e-15)
+    boot_a, _ = pool.boot(lab, 10)
+    w = pool.boot_w[:10]
+    s, c = regimes.grouped_sums(planted[labels], pool.strata[labels], d.n_rows)
+    np.testing.assert_allclose(boot_a, (w @ s) / (w @ c)[:, None], rtol=1e-10)
+
+
+def test_own_power_numbers_on_synthetic_data():
+    d = make_regimes_data(seed=12, m=256)
+    r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, describe=False,
+                          power_reps=4, **FAST)
+    op = r.details["own_power"]
+    assert op["n_reps"] == 4 and op["detect"] == "supported"
+    assert op["sesoi"] == pytest.approx(SESOI.value) and 0 <= op["fpr"] <= 0.5
+    assert set(op["curve"]) == {str(f * SESOI.value) for f in (0.5, 1.0, 2.0, 4.0)}
+    assert op["ks"] == list(paper_plateau_sizes(256))
+    assert op["curve"][str(4 * SESOI.value)] >= op["curve"][str(0.5 * SESOI.value)]
+    assert sum(op["verdicts_null"].values()) == 4
+    assert all(set(by) <= set(op["curve"]) for by in op["by_k"].values())
 
 
 def test_untestable_paths_and_bad_input():
@@ -126,13 +273,16 @@ def test_untestable_paths_and_bad_input():
     pre = check_learned(12.3, 50257)
     r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, precondition=pre, **FAST)
     assert r.verdict == "untestable" and "12.300" in r.details["message"]
+    assert r.details["verdict_without_precondition"] in ("inconclusive", "refuted")
     # the numbers are still computed and shown beside the untestable verdict
     assert np.isfinite(r.statistic) and 0 < r.p_value <= 1 and r.ci_low <= r.ci_high
     assert r.details["precondition"]["ok"] is False
+    assert r.details["decision"]["verdict"] == "untestable"
     few = np.zeros_like(d.rare)
     few[:2] = True
     r2 = dual_regimes_test(d.delta, d.row, few, ~few, d.loss, **FAST)
-    assert r2.verdict == "untestable" and "too few rare" in r2.details["reason"]
+    assert r2.verdict == "inconclusive" and "too few rare" in r2.details["reason"]
+    assert r2.details["decision"]["gates"]["enough_data"]["passed"] is False
     with pytest.raises(BadInputError):
         dual_regimes_test(d.delta, d.row, d.rare, d.rare, d.loss, **FAST)
     with pytest.raises(BadInputError):

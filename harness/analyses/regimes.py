@@ -3,9 +3,14 @@
 Influence curve of a token set: I_j = mean of Delta_j over the set's positions; the boost group
 (I > 0) sorted descending (the suppress group by |I|), plotted as ln v against ln r. Regimes are
 found three ways, side by side: the paper's fixed boundaries ln r = 3.5 / 5.5, segmented least
-squares (1-3 pieces, BIC/AIC), and the original Huber three-piece fit. The test statistic is the
-cheap rank-window `plateau_lift` of the rare over the common curve (no fitting), so the
-permutation null scales to real models.
+squares (1-3 pieces, BIC/AIC), and the original Huber three-piece fit - all descriptive.
+
+The test statistic assumes no plateau width (issue 13.3): `lift_scan` compares the rare with
+the common curve at every width 1..W, each width standardised by the permutation null, and
+the maximum is calibrated by the same within-row permutations; its argmax estimates the
+plateau size. The fixed-window `plateau_lift` (the paper's ln r < 3.5, scaled) stays as a
+reported number: in calibration it had power 0.18 at 15 and 0.00 at 30 planted neurons
+because a plateau wider than its window is invisible to it.
 """
 
 from __future__ import annotations
@@ -20,13 +25,24 @@ from harness.analyses.segmented import compare_segments, huber_three_piece, log_
 from harness.errors import BadInputError
 from harness.stats.accumulate import weighted_sums
 from harness.stats.bootstrap import grouped_sums, percentile_ci, resample_weights
+from harness.stats.own_power import own_data_power
 from harness.stats.permutation import permutation_pvalue, stratified_permutations
 from harness.stats.precondition import LearnedPrecondition
-from harness.stats.reliability import split_half_from_groups
+from harness.stats.reliability import top_set_reliability
 from harness.stats.result import TestResult
+from harness.verdicts import (INCONCLUSIVE, UNTESTABLE, Decision, Gate, Sesoi, decide_exists,
+                              untestable)
 
 PAPER_BOUNDS = (3.5, 5.5)  # ln r: plateau / power law / decay (ranks 1-33 / 34-244 / 245+)
 PAPER_N_SIGN = 1940  # boost neurons behind the paper's boundaries (P3's 1.7 / 10.9 / 87.4 % split)
+# The papers' manual plateau sizes (methods.md section 5): GPT-2 XL 30 of 6,400 neurons,
+# GPT-2 large 35, Pythia-1B / 2.8B 50; own-data power plants these, scaled to the layer.
+PAPER_LAYER, PAPER_PLATEAUS = 6400, (30, 40, 50)
+W_MAX = 100  # widest plateau scanned: twice the papers' widest
+MIN_BASELINE = 5  # the baseline of width w is ranks w+1..w+max(w, 5)
+MIN_TOP_K = 5  # the top set whose split-half reliability gates the verdict has >= 5 neurons
+MAX_SMD = 0.25  # loss matching balanced iff |standardised mean difference| <= 0.25 (the usual
+#                 rule for matched designs: Stuart 2010, Austin 2009)
 SIGNS = ("boost", "suppress")
 # Influences at or below this many nats count as zero: they join neither sign group and never
 # enter a log-rank curve. ln v amplifies absolute error by 1/v, so without a floor a neuron of
@@ -36,9 +52,19 @@ SIGNS = ("boost", "suppress")
 # smallest influence any claim is about; tests/test_numeric_stability.py shows the pinned
 # statistics move by less than their golden tolerance under 1e-6-nat noise on every Delta.
 INFLUENCE_FLOOR = 1e-6
-MIN_SPEARMAN = 0.5
-EFFECT_NAME = "plateau lift (rare vs common, ln units)"
+EFFECT_NAME = "plateau lift beyond the permutation null (rare vs common, ln units)"
+SESOI = Sesoi(
+    math.log(1.2), EFFECT_NAME,
+    "a plateau means top neurons lifted visibly above the power law on the papers' log-log "
+    "plots; on GPT-2 large's rare power law (alpha = 0.534, methods.md section 5) ln 1.2 = "
+    "0.18 is the offset of a 1.4x shift in rank (0.34 in ln r), the smallest lift that reads "
+    "as a regime of its own rather than scatter about the line; fixed before any calibration")
+MULTIPLICITY = ("raw p per record: the width scan is covered by the max-statistic "
+                "permutation null and only the preregistered sign decides, so no family remains "
+                "within a record; across records (models x seeds x rarity settings) the report "
+                "adds BH q-values over the run's claim-1 records")
 _CHUNK = 32
+_UPCAST_BYTES = 1 << 28  # the pooled matrix is upcast to float64 once when it fits in 256 MiB
 
 
 # ---------------------------------------------------------------- curves
@@ -143,6 +169,72 @@ def plateau_lift(curves_a: np.ndarray, curves_b: np.ndarray, r1: int, r2: int) -
         lift = ratio[:, :r1].mean(1) - np.nanmean(ratio[:, r1:], axis=1)
     lift[np.isfinite(ratio[:, r1:]).sum(1) < 3] = np.nan
     return lift
+
+
+# ---------------------------------------------------------------- width-free scan
+
+def scan_ranks(n_sign: int) -> tuple[int, int]:
+    """(W, R): plateau widths scanned (1..W) and ranks compared (1..R), from the length n of the
+    sign group's curve (label-free: the pooled curve of rare and common positions, so every
+    permutation sees the same W and R).
+
+    W = min(W_MAX, n // 2): the papers' 30-50-neuron plateaus at any layer width (W_MAX = 100
+    is twice the widest), R = min(n, 2 W): the widest width's baseline.
+    """
+    if n_sign < 2 * MIN_BASELINE:
+        raise BadInputError(f"a curve of {n_sign} neurons is too short for a width scan")
+    w = max(1, min(W_MAX, n_sign // 2))
+    return w, min(n_sign, 2 * w)
+
+
+def lift_scan(curves_a: np.ndarray, curves_b: np.ndarray, width: int, ranks: int) -> np.ndarray:
+    """Lift of curve a over curve b at every plateau width w = 1..width: [B, width].
+
+    d_r = ln v_a(r) - ln v_b(r), each curve sorted on its own (ranks 1..`ranks`);
+    lift(w) = mean of d over ranks 1..w - mean of d over the next max(w, 5) ranks. Scale-free
+    (a uniform rescaling of a cancels), 0 when the curves have the same shape; for a plateau of
+    k ranks lifted by s it is s at w = k, less for w < k (plateau ranks in the baseline) and
+    s k / w for w > k, so the width with the largest standardised lift estimates k. No fitted
+    slope and no fixed window: a plateau of any width up to `width` is seen (a baseline of all
+    ranks after w, or one far baseline, made every width look alike: the noisy tail of a small
+    rare set dominated it). NaN where fewer than 3 baseline ranks are finite.
+    """
+    return _scan_sorted(sorted_log_top(curves_a, ranks), sorted_log_top(curves_b, ranks),
+                        width, ranks)
+
+
+@dataclass(frozen=True)
+class ScanNull:
+    """The permutation null of the width scan: per-width mean and s.d. of the lift, and the
+    null distribution of the maximum standardised lift."""
+
+    mean: np.ndarray   # [W]
+    sd: np.ndarray     # [W]
+    t_max: np.ndarray  # [n_perm]
+
+    @classmethod
+    def from_lifts(cls, lifts: np.ndarray) -> "ScanNull":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, sd = np.nanmean(lifts, 0), np.nanstd(lifts, 0, ddof=1)
+        sd = np.where(sd > 0, sd, np.nan)
+        return cls(mean, sd, _max_z(lifts, mean, sd))
+
+    def z(self, lifts: np.ndarray) -> np.ndarray:
+        return (lifts - self.mean) / self.sd
+
+
+def _max_z(lifts: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    z = (np.atleast_2d(lifts) - mean) / sd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmax(np.where(np.isfinite(z), z, -np.inf), axis=1)
+
+
+def _argmax_width(z: np.ndarray) -> np.ndarray:
+    """1-based width of the largest standardised lift per row (ties: the narrowest)."""
+    z = np.atleast_2d(z)
+    return np.argmax(np.where(np.isfinite(z), z, -np.inf), axis=1) + 1
 
 
 # ---------------------------------------------------------------- regime fits
@@ -315,9 +407,37 @@ def loss_matched(loss: np.ndarray, rare_idx: np.ndarray, common_idx: np.ndarray,
     return np.concatenate(picks)
 
 
-def _plot_curve(infl: np.ndarray, sign: str, max_points: int = 300) -> dict:
-    """Truncated ln r / ln v points for plotting: every top-100 rank, log-spaced after."""
-    _, v = sorted_curve(infl, sign)
+
+def match_balance(loss_rare: np.ndarray, loss_matched_: np.ndarray,
+                  loss_common: np.ndarray | None = None, n_bins: int = 20) -> dict:
+    """Balance of a loss-matched control (issue 20.1): standardised mean difference of the loss
+    (rare minus matched, over the pooled s.d.), the overlap coefficient of the two loss
+    distributions (sum of the smaller bin share over `n_bins` quantile bins of both; 1 = the
+    same distribution, 0 = disjoint) and the share of rare positions harder than every common
+    position (nothing to match them with)."""
+    a = np.asarray(loss_rare, dtype=np.float64)
+    b = np.asarray(loss_matched_, dtype=np.float64)
+    sd = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if min(a.size, b.size) > 1 else 0.0
+    diff = float(a.mean() - b.mean())
+    smd = diff / sd if sd > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    edges = np.unique(np.quantile(np.r_[a, b], np.linspace(0, 1, n_bins + 1)))
+    if edges.size > 1:
+        ha = np.histogram(a, edges)[0] / a.size
+        hb = np.histogram(b, edges)[0] / b.size
+        ovl = float(np.minimum(ha, hb).sum())
+    else:
+        ovl = 1.0
+    out = {"smd": float(smd), "overlap": ovl, "mean_loss_rare": float(a.mean()),
+           "mean_loss_matched": float(b.mean()), "max_smd": MAX_SMD}
+    if loss_common is not None and np.size(loss_common):
+        out["share_rare_beyond_common"] = float(np.mean(a > np.max(loss_common)))
+    return out
+
+
+def _plot_curve(v_signed: np.ndarray, max_points: int = 300) -> dict:
+    """Truncated ln r / ln v points of a signed influence vector for plotting: every top-100
+    rank, log-spaced after."""
+    _, v = sorted_curve(v_signed, "boost")
     if v.size == 0:
         return {"ln_r": [], "ln_v": []}
     ranks = np.unique(np.r_[np.arange(1, min(100, v.size) + 1),
@@ -327,10 +447,317 @@ def _plot_curve(infl: np.ndarray, sign: str, max_points: int = 300) -> dict:
 
 # ---------------------------------------------------------------- the claim test
 
-def _untestable(reason: str, alpha: float, details: dict) -> TestResult:
+_SGN = {"boost": 1.0, "suppress": -1.0}
+
+
+@dataclass(frozen=True)
+class _Plant:
+    """A plateau planted for own-data power: `add` signed nats at every rare position of each
+    of `neurons` (so their rare influence is multiplied by e^effect)."""
+
+    neurons: np.ndarray
+    add: np.ndarray
+    k: int
+    effect: float
+
+
+@dataclass
+class _Labelled:
+    """One labelling of the pooled positions: the per-row rare sums it gives (signed)."""
+
+    labels: np.ndarray   # bool [n_pool]
+    s_rare: np.ndarray   # [n_rows, m] signed
+    c_rare: np.ndarray   # [n_rows]
+    plant: _Plant | None = None
+
+    def rare_sums(self) -> np.ndarray:
+        if self.plant is None:
+            return self.s_rare
+        s = self.s_rare.copy()
+        s[:, self.plant.neurons] += np.outer(self.c_rare, self.plant.add)
+        return s
+
+
+class _Pool:
+    """Everything about the pooled rare + common positions that does not depend on which of
+    them are labelled rare: the permutation labellings and their sums, per-row sums, the
+    bootstrap weights, the scan's width and rank range. Built once per test; the own-data
+    power replicates reuse it (no pass over the matrix but the rare rows of a labelling)."""
+
+    def __init__(self, delta, row, rare, common, loss, sign, n_rows, n_perm, n_boot, rng,
+                 bounds):
+        pooled = rare | common
+        self.sign, self.sgn, self.n_rows = sign, _SGN[sign], n_rows
+        d = delta if pooled.all() else delta[pooled]
+        self.delta = d.astype(np.float64) if d.size * 8 <= _UPCAST_BYTES else d
+        self.strata = row[pooled]
+        self.loss = loss[pooled]
+        self.labels = rare[pooled]
+        self.n_r, self.n_c = int(self.labels.sum()), int((~self.labels).sum())
+        s_pool, self.c_pool = grouped_sums(self.delta, self.strata, n_rows)
+        self.s_pool = self.sgn * s_pool
+        self.total = self.s_pool.sum(0)
+        self.n_sign = int((self.total / self.labels.size > INFLUENCE_FLOOR).sum())
+        self.width, self.ranks = scan_ranks(self.n_sign)
+        self.bounds = resolve_bounds(self.n_sign, bounds)
+        self.r1, self.r2 = rank_window(self.bounds)
+        self.perms = stratified_permutations(self.labels, self.strata, n_perm, rng)
+        self.perm_sums = np.empty((n_perm, self.delta.shape[1]))
+        for s in range(0, n_perm, 4 * _CHUNK):
+            lab = self.perms[s:s + 4 * _CHUNK]
+            self.perm_sums[s:s + lab.shape[0]] = self.sgn * weighted_sums(lab, self.delta)
+        self.boot_w = resample_weights(n_rows, n_boot, rng)
+        self._nulls: dict[int, tuple[ScanNull, np.ndarray]] = {}
+
+    def labelled(self, labels: np.ndarray, plant: _Plant | None = None) -> _Labelled:
+        idx = np.flatnonzero(labels)
+        s, c = grouped_sums(self.delta[idx], self.strata[idx], self.n_rows)
+        return _Labelled(labels, self.sgn * s, c, plant)
+
+    def curves(self, lab: _Labelled) -> tuple[np.ndarray, np.ndarray]:
+        """(rare, common) signed influence vectors of a labelling."""
+        sr = lab.s_rare.sum(0)
+        rare, common = sr / self.n_r, (self.total - sr) / self.n_c
+        if lab.plant is not None:
+            rare = rare.copy()
+            rare[lab.plant.neurons] += lab.plant.add
+        return rare, common
+
+    def stats(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scan lifts [B, W], fixed-window lifts [B]) of curves a over b, one sort each."""
+        k = max(self.ranks, self.r2)
+        ya, yb = sorted_log_top(a, k), sorted_log_top(b, k)
+        return _scan_sorted(ya, yb, self.width, self.ranks), _window_sorted(ya, yb, self.r1,
+                                                                            self.r2)
+
+    def null(self, lab: _Labelled, n_perm: int) -> tuple[ScanNull, np.ndarray]:
+        """The permutation null of a labelling (with its plant moving with the labels)."""
+        if lab.plant is None and n_perm in self._nulls:
+            return self._nulls[n_perm]
+        S = self.perm_sums[:n_perm]
+        rare, common = S / self.n_r, (self.total - S) / self.n_c
+        if lab.plant is not None:
+            o = self.perms[:n_perm].astype(np.float64) @ lab.labels.astype(np.float64)
+            j, add = lab.plant.neurons, lab.plant.add
+            rare[:, j] += np.outer(o / self.n_r, add)
+            common[:, j] += np.outer((self.n_r - o) / self.n_c, add)
+        scan, fixed = self.stats(rare, common)
+        out = (ScanNull.from_lifts(scan), fixed)
+        if lab.plant is None:
+            self._nulls[n_perm] = out
+        return out
+
+    def boot_curves(self, s: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w @ s) / (w @ c)[:, None]
+
+    def boot(self, lab: _Labelled, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rare, common) row-bootstrap curves [n_boot, m] of a labelling."""
+        w = self.boot_w[:n_boot]
+        rare = self.boot_curves(lab.s_rare, lab.c_rare, w)
+        if lab.plant is not None:
+            rare[:, lab.plant.neurons] += lab.plant.add
+        return rare, self.boot_curves(self.s_pool - lab.s_rare, self.c_pool - lab.c_rare, w)
+
+
+def _scan_sorted(ya: np.ndarray, yb: np.ndarray, width: int, ranks: int) -> np.ndarray:
+    d = ya[:, :ranks] - yb[:, :ranks]
+    ok = np.isfinite(d)
+    zero = np.zeros((d.shape[0], 1))
+    cs = np.concatenate([zero, np.cumsum(np.where(ok, d, 0.0), axis=1)], axis=1)
+    cn = np.concatenate([zero, np.cumsum(ok, axis=1)], axis=1)
+    w = np.arange(1, width + 1)
+    w_ = np.minimum(w, d.shape[1])
+    hi = np.minimum(d.shape[1], w + np.maximum(w, MIN_BASELINE))
+    head_n, tail_n = cn[:, w_], cn[:, hi] - cn[:, w_]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = cs[:, w_] / head_n - (cs[:, hi] - cs[:, w_]) / tail_n
+    out[(head_n == 0) | (tail_n < 3) | (w > d.shape[1])] = np.nan
+    return out
+
+
+def _window_sorted(ya: np.ndarray, yb: np.ndarray, r1: int, r2: int) -> np.ndarray:
+    ratio = ya[:, :r2] - yb[:, :r2]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lift = ratio[:, :r1].mean(1) - np.nanmean(ratio[:, r1:], axis=1)
+    lift[np.isfinite(ratio[:, r1:]).sum(1) < 3] = np.nan
+    return lift
+
+
+def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: int,
+              n_boot: int, n_loss_draws: int, alpha: float, sesoi: float,
+              full: bool = False) -> dict:
+    """The decision rule on one labelling of the pool (the real one, or an own-power
+    replicate); with `full` also the numbers reported beside the verdict."""
+    a, b = pool.curves(lab)
+    scan, fixed = pool.stats(a, b)
+    scan, fixed = scan[0], float(fixed[0])
+    null, null_fixed = pool.null(lab, n_perm)
+    z = null.z(scan)
+    t_obs = float(_max_z(scan, null.mean, null.sd)[0])
+    width = int(_argmax_width(z)[0])
+    p = permutation_pvalue(t_obs, null.t_max, "greater")
+    effect = float(scan[width - 1] - null.mean[width - 1])
+
+    # row bootstrap of the effect: per-width bias correction (a resampled noisy top is
+    # inflated again), the width re-estimated in every replicate
+    boot_a, boot_b = pool.boot(lab, n_boot)
+    lifts_b, fixed_b = pool.stats(boot_a, boot_b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lifts_b = lifts_b - (np.nanmean(lifts_b, 0) - scan)
+    w_b = _argmax_width(null.z(lifts_b))
+    eff_b = lifts_b[np.arange(w_b.size), w_b - 1] - null.mean[w_b - 1]
+    ci = percentile_ci(eff_b)
+    upper = percentile_ci(eff_b, 1 - 2 * alpha)[1]
+
+    # control: the rare curve lifts above loss-matched common positions at the same width
+    rare_idx, common_idx = np.flatnonzero(lab.labels), np.flatnonzero(~lab.labels)
+    draws = [loss_matched(pool.loss, rare_idx, common_idx, rng) for _ in range(n_loss_draws)]
+    lm_curves = pool.sgn * batch_means(pool.delta, draws)
+    lm_lift = pool.stats(np.broadcast_to(a, lm_curves.shape), lm_curves)[0][:, width - 1]
+    lm_boot = np.empty(n_boot)
+    w_all = pool.boot_w[:n_boot]
+    for d, ix in enumerate(draws):
+        s_m, c_m = grouped_sums(pool.delta[ix], pool.strata[ix], pool.n_rows)
+        blk = slice(d, n_boot, n_loss_draws)
+        lm_boot[blk] = pool.stats(boot_a[blk], pool.boot_curves(pool.sgn * s_m, c_m, w_all[blk])
+                                  )[0][:, width - 1]
+    lm_lo = percentile_ci(lm_boot, 1 - 2 * alpha)[0]
+    bal = match_balance(pool.loss[rare_idx], np.concatenate([pool.loss[ix] for ix in draws]),
+                        pool.loss[common_idx])
+
+    top_k = min(max(width, MIN_TOP_K), pool.width)
+    rel = top_set_reliability(lab.rare_sums(), lab.c_rare, rng, top_k=top_k,
+                              top_ranks=min(2 * top_k, pool.ranks), alpha=alpha)
+    validity = (
+        Gate("top_set_overlap", rel.overlap_ok, rel.jaccard, rel.jaccard_needed,
+             f"unreliable top set: split-half top-{rel.top_k} Jaccard {rel.jaccard:.3f} is not "
+             f"above random {rel.top_k}-sets (chance {rel.chance_jaccard:.3f}, needed "
+             f">= {rel.jaccard_needed:.3f} for p < {alpha:g}; p = {rel.p_overlap:.3g})"),
+        Gate("top_rank_spearman", rel.spearman_ok, rel.spearman_top, 0.0,
+             f"unreliable top ranks: split-half Spearman over the top {rel.top_ranks} ranks "
+             f"{rel.spearman_top:.3f} <= 0"))
+    controls = (
+        Gate("loss_match_balance", bool(abs(bal["smd"]) <= MAX_SMD), bal["smd"], MAX_SMD,
+             f"loss matching failed: standardised mean difference of the loss {bal['smd']:.3g} "
+             f"(|SMD| > {MAX_SMD:g}; overlap {bal['overlap']:.2f}) - too few common positions "
+             "are as hard as the rare ones to tell rarity from difficulty"),
+        Gate("beyond_difficulty", bool(lm_lo > 0), lm_lo, 0.0,
+             f"plateau explained by difficulty: lift of rare over loss-matched common at width "
+             f"{width}, lower {100 * (1 - 2 * alpha):g}% bound {lm_lo:.3g} <= 0"))
+    decision = decide_exists(p_value=p, alpha=alpha, upper=upper, sesoi=sesoi,
+                             validity=validity, controls=controls)
+    out = {"decision": decision, "statistic": t_obs, "p": p, "effect": effect, "ci": ci,
+           "upper": upper, "width": width}
+    if not full:
+        return out
+    w_b_q = np.quantile(w_b, [0.025, 0.5, 0.975])
+    fixed_b = fixed_b[np.isfinite(fixed_b)]
+    out.update(
+        a=a, b=b, null=null, boot_width=w_b, draws=draws, lm_curves=lm_curves, reliability=rel,
+        scan={"width": width, "width_ci": [int(w_b_q[0]), int(w_b_q[2])], "max_width": pool.width,
+              "ranks": pool.ranks, "lift": float(scan[width - 1]),
+              "null_mean": float(null.mean[width - 1]), "null_sd": float(null.sd[width - 1]),
+              "z": float(z[width - 1]), "baseline_offset": _baseline(a, b, width, pool.ranks),
+              "z_by_width": _round(z), "lift_by_width": _round(scan)},
+        permutation={"n_perm": n_perm, "p": p, "null_t_mean": float(np.nanmean(null.t_max)),
+                     "null_t_95": float(np.nanquantile(null.t_max, 0.95)),
+                     "strata": "rows (labels shuffled within each row)",
+                     "statistic": "max over widths of the standardised lift"},
+        bootstrap={"n_boot": n_boot, "resampled": "rows", "ci_level": 0.95,
+                   "upper_level": 1 - 2 * alpha,
+                   "how": "percentile; per-width bias correction; width re-estimated per "
+                          "replicate"},
+        fixed_window={"plateau_ranks": [1, pool.r1], "power_law_ranks": [pool.r1 + 1, pool.r2],
+                      "bounds": list(pool.bounds), "lift": fixed,
+                      "p": permutation_pvalue(fixed, null_fixed, "greater"),
+                      "null_mean": float(np.nanmean(null_fixed)),
+                      "ci": list(percentile_ci(fixed_b)) if fixed_b.size else [None, None]},
+        loss_matched={"method": "loss-quantile bins (10) of the rare losses, same count",
+                      "n_draws": n_loss_draws, "width": width,
+                      "lift_rare_vs_matched": float(np.nanmean(lm_lift)),
+                      "lower": lm_lo, "ci": list(percentile_ci(lm_boot)), "balance": bal})
+    return out
+
+
+def _baseline(a: np.ndarray, b: np.ndarray, width: int, ranks: int) -> float:
+    """Mean ln(v_a / v_b) over the baseline ranks of `width` (width+1..width+max(width, 5)):
+    shifts curve b onto curve a for the figure."""
+    ya, yb = sorted_log_top(a, ranks)[0], sorted_log_top(b, ranks)[0]
+    d = (ya - yb)[width:width + max(width, MIN_BASELINE)]
+    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+
+
+def _round(x: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else round(float(v), 6) for v in x]
+
+
+def paper_plateau_sizes(m: int) -> tuple[int, ...]:
+    """The papers' plateau sizes (30, 40 and 50 neurons of GPT-2 XL's 6,400-neuron layer)
+    scaled to a layer of m neurons (at least 2 each)."""
+    return tuple(sorted({max(2, round(k * m / PAPER_LAYER)) for k in PAPER_PLATEAUS}))
+
+
+def _own_power(pool: _Pool, *, alpha: float, sesoi: float, reps: int, seed: int, n_perm: int,
+               n_boot: int, n_loss_draws: int, ks: tuple[int, ...]) -> dict:
+    """Power at the SESOI and false-positive rate of the full decision rule on this run's own
+    matrix (harness.stats.own_power): each replicate shuffles the rare/common labels within
+    rows (the null: the real Delta, rows and loss, no rare-specific effect) and, for power,
+    plants a plateau at the new rare positions: the replicate's top-k rare neurons gain
+    (e^effect - 1) x their rare influence, k cycling over `ks`."""
+    rng_dec = np.random.default_rng([seed, 77])
+    tally: dict[tuple[int, str], list[int]] = {}
+    counter = [0]
+
+    def shuffled(rng: np.random.Generator) -> _Labelled:
+        return pool.labelled(stratified_permutations(pool.labels, pool.strata, 1, rng)[0])
+
+    def plant(rng: np.random.Generator, effect: float) -> _Labelled:
+        lab = shuffled(rng)
+        k = ks[counter[0] % len(ks)]
+        counter[0] += 1
+        a, _ = pool.curves(lab)
+        j = np.argsort(-a, kind="stable")[:k]
+        add = (math.exp(effect) - 1.0) * np.clip(a[j], 0.0, None)
+        lab.plant = _Plant(j, add, k, effect)
+        return lab
+
+    def decide(lab: _Labelled) -> str:
+        verdict = _evaluate(pool, lab, rng_dec, n_perm=n_perm, n_boot=n_boot,
+                            n_loss_draws=n_loss_draws, alpha=alpha, sesoi=sesoi
+                            )["decision"].verdict
+        if lab.plant is not None:
+            hit = tally.setdefault((lab.plant.k, str(lab.plant.effect)), [0, 0])
+            hit[0] += verdict == "supported"
+            hit[1] += 1
+        return verdict
+
+    op = own_data_power(decide, plant, shuffled, sesoi=sesoi, detect="supported", reps=reps,
+                        seed=seed,
+                        how=(f"labels shuffled within rows (null); power: a plateau planted at "
+                             f"the shuffled rare positions on the top-k rare neurons (k cycling "
+                             f"over {list(ks)}: the papers' 30-50-neuron plateaus scaled to "
+                             f"{pool.delta.shape[1]} neurons), each neuron's rare influence x "
+                             f"e^effect; same rule with {n_perm} permutations, {n_boot} "
+                             f"bootstrap draws, {n_loss_draws} loss-matched draws"))
+    out = op.to_dict()
+    out["ks"] = list(ks)
+    out["by_k"] = {str(k): {e: n_hit / n for (kk, e), (n_hit, n) in
+                            sorted(tally.items(), key=lambda kv: (kv[0][0], float(kv[0][1])))
+                            if kk == k} for k in ks}
+    return out
+
+
+def _inconclusive(reason: str, alpha: float, sesoi: float, details: dict) -> TestResult:
     nan = float("nan")
-    return TestResult("dual_regimes", nan, nan, nan, nan, nan, "untestable",
-                      EFFECT_NAME, alpha, {**details, "reason": reason})
+    decision = Decision(INCONCLUSIVE, reason, "exists", sesoi,
+                        (Gate("enough_data", False, None, None, reason),))
+    details = {**details, "reason": reason, "decision": decision.to_dict(), "message": reason,
+               "own_power": {"skipped": reason}}
+    return TestResult("dual_regimes", nan, nan, nan, nan, nan, INCONCLUSIVE, EFFECT_NAME,
+                      alpha, details)
 
 
 def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, common: np.ndarray,
@@ -338,29 +765,47 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
                       n_perm: int = 1000, n_boot: int = 500, seed: int = 0,
                       precondition: LearnedPrecondition | None = None, n_rows: int | None = None,
                       bounds: tuple[float, float] | None = None, n_size_draws: int = 200,
-                      n_loss_draws: int = 20, describe: bool = True, huber: bool = True
-                      ) -> TestResult:
-    """Claim 1: the rare-token influence curve has more plateau than the common-token curve.
+                      n_loss_draws: int = 20, describe: bool = True, huber: bool = True,
+                      sesoi: float = SESOI.value, power_reps: int = 0,
+                      power_settings: dict | None = None) -> TestResult:
+    """Claim 1: rare tokens recruit a plateau of neurons beyond the common tokens' power law.
 
-    H0: rare and common positions are exchangeable within rows, so the rare curve has no more
-    plateau than the common curve. Statistic: plateau lift of the rare over the common curve
-    (`plateau_lift`: mean log ratio of the two sorted curves over the plateau ranks ln r < b1,
-    minus the same over the power-law ranks b1 <= ln r <= b2; b = the paper's 3.5 / 5.5, scaled
-    for curves shorter than ~1,940 neurons). Null: rare/common labels permuted within each row
-    (keeps each row's rare count, its shared context and the rare sample size, so the
-    winner's-curse inflation of the top of a small noisy set is in the null too). Effect: the
-    lift with a 95% row-bootstrap CI.
+    Effect measure: the width-free plateau lift of the rare over the common curve. Both curves
+    are sorted on their own; d_r = ln(v_rare(r) / v_common(r)); lift(w) = mean of d over ranks
+    1..w minus its mean over the next max(w, 5) ranks (`lift_scan`), for every width
+    w = 1..W (`scan_ranks`: W = min(100, n/2) of the pooled sign group's n neurons).
+    Standardised by the permutation null at each width, z(w) = (lift(w) - mean0(w)) / sd0(w);
+    the statistic is max_w z(w) and its argmax the estimated plateau width. Effect = lift -
+    mean0 at that width (ln units: the plateau's extra log influence beyond what a random set
+    of positions of the rare count shows - the winner's curse of a small noisy set is
+    removed), with a 95% row-bootstrap CI (width re-estimated per replicate, per-width bias
+    correction of the resampled curves' extra top inflation).
 
-    Decision rule, 'supported' iff all hold:
-      1. precondition ok (rare tokens learned: rare loss < ln V), else 'untestable';
-      2. split-half Spearman of the rare influence vector >= 0.5 ('unreliable ranking');
-      3. permutation p < alpha ('no more plateau than common');
-      4. the rare curve lifts above loss-matched common positions: the 95% row-bootstrap CI of
-         lift(rare vs loss-matched) lies above 0 ('plateau explained by difficulty').
-    Reported, not decided on: size-matched common draws, each curve's paper-window excess, the
-    BIC segment comparison and the Huber fit. One test per (model, seed, threshold); correct
-    across those with harness.stats.multiple.bh_fdr. `describe=False` skips the segmented/Huber
-    fits (calibration loops).
+    H0: rare and common positions are exchangeable within rows. Null: labels permuted within
+    each row (`n_perm`); the maximum over widths is calibrated by the same permutations
+    (max-statistic null), so the scan costs no multiplicity; the permutation repeats the
+    sorting and the width choice, so selection and test on the same rows inflate nothing.
+
+    Decision (harness.verdicts.decide_exists, SESOI `sesoi` = ln 1.2 by default):
+      validity (failure -> inconclusive): the two row-halves' top-r sets (r = the width,
+        at least 5) overlap more than random r-sets (hypergeometric p < alpha), and their
+        cross-selected split-half Spearman over the top 2r ranks is > 0;
+      controls (all must pass for supported): loss matching is balanced (|SMD of the loss,
+        rare vs matched common| <= 0.25), and the rare curve lifts above loss-matched common
+        positions at the estimated width (lower (1 - 2 alpha) bootstrap bound > 0);
+      supported iff max-statistic p < alpha and the controls pass; refuted iff the upper
+      (1 - 2 alpha) bootstrap bound of the effect < SESOI; else inconclusive.
+    Multiple comparisons: the p-value is the raw per-record p (MULTIPLICITY: within a record
+    the width scan is covered by the max-statistic null and only the preregistered sign
+    decides; across records - models x seeds x rarity settings - each answers its own question,
+    and the report adds BH q-values over the run's claim-1 records).
+    Reported beside it: the fixed-window lift (the paper's ln r < 3.5 window, scaled) with
+    its permutation p, size-matched common draws, each curve's paper-window excess, BIC
+    segment comparison and the Huber fit (`describe=False` skips the fits).
+    `power_reps` > 0 adds details['own_power'] (`_own_power`; `power_settings` overrides the
+    cheaper per-replicate settings n_perm / n_boot / n_loss_draws / ks). A failed
+    `precondition` gives 'untestable' (the would-be verdict kept); too little data gives
+    'inconclusive'.
     """
     delta = np.asarray(delta)
     if delta.dtype not in (np.float32, np.float64):
@@ -380,149 +825,81 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
     rare_idx, common_idx = np.flatnonzero(rare), np.flatnonzero(common)
     details: dict = {"sign": sign, "n_rare": int(rare_idx.size), "n_common": int(common_idx.size),
                      "n_rows": n_rows, "n_rows_with_rare": int(np.unique(row[rare_idx]).size),
-                     "n_neurons": int(delta.shape[1]), "alpha": alpha,
+                     "n_neurons": int(delta.shape[1]), "alpha": alpha, "sesoi": sesoi,
+                     "sesoi_why": SESOI.why,
                      "mean_loss_rare": float(loss[rare].mean()) if rare_idx.size else None,
                      "mean_loss_common": float(loss[common].mean()) if common_idx.size else None,
-                     "multiple_comparisons": "none within the test; correct across models, "
-                                             "seeds and thresholds with BH-FDR"}
+                     "multiple_comparisons": MULTIPLICITY}
     if precondition is not None:
-        # an unlearned model is 'untestable', but its numbers are still computed and shown
         details["precondition"] = precondition.to_dict()
     if details["n_rows_with_rare"] < 4 or common_idx.size < rare_idx.size:
-        return _untestable(f"too few rare positions ({rare_idx.size} in "
-                           f"{details['n_rows_with_rare']} rows) or fewer common than rare "
-                           "positions; evaluate more rows or loosen the rarity threshold",
-                           alpha, details)
+        return _inconclusive(f"too few rare positions ({rare_idx.size} in "
+                             f"{details['n_rows_with_rare']} rows) or fewer common than rare "
+                             "positions; evaluate more rows or loosen the rarity threshold",
+                             alpha, sesoi, details)
+    n_sign = int((_signed(influence(delta, rare | common), sign) > INFLUENCE_FLOOR).sum())
+    details["n_sign"] = n_sign
+    if n_sign < 2 * MIN_BASELINE:
+        return _inconclusive(f"the {sign} curve has {n_sign} neurons, too few for a plateau "
+                             "scan", alpha, sesoi, details)
+    pool = _Pool(delta, row, rare, common, loss, sign, n_rows, n_perm, n_boot, rng, bounds)
+    details["bounds"] = list(pool.bounds)
+    lab = pool.labelled(pool.labels)
+    ev = _evaluate(pool, lab, rng, n_perm=n_perm, n_boot=n_boot, n_loss_draws=n_loss_draws,
+                   alpha=alpha, sesoi=sesoi, full=True)
+    decision: Decision = ev["decision"]
+    a, b, width = ev["a"], ev["b"], ev["width"]
 
-    i_rare, i_common = _signed(influence(delta, rare), sign), _signed(influence(delta, common), sign)
-    n_sign = int(min((i_rare > INFLUENCE_FLOOR).sum(), (i_common > INFLUENCE_FLOOR).sum()))
-    b = resolve_bounds(n_sign, bounds)
-    r1, r2 = rank_window(b)
-    details.update(bounds=list(b), plateau_ranks=[1, r1], power_law_ranks=[r1 + 1, r2],
-                   n_sign=n_sign)
-    if r2 - r1 < 3 or n_sign < r1 + 3:
-        return _untestable(f"the {sign} curve has {n_sign} neurons, too few for the rank window "
-                           f"{r1}/{r2}", alpha, details)
-
-    def lift(a: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return plateau_lift(a, c, r1, r2)
-
-    def excess(curves: np.ndarray) -> np.ndarray:
-        return window_excess(curves, r1, r2)
-
-    observed = float(lift(i_rare, i_common)[0])
-
-    # permutation null: labels shuffled within rows among the rare + common positions
-    pooled = rare | common
-    d_pool = delta if pooled.all() else delta[pooled]
-    labels, strata = rare[pooled], row[pooled]
-    total = d_pool.sum(0, dtype=np.float64)
-    n_r, n_c = int(labels.sum()), int((~labels).sum())
-    null = np.empty(n_perm)
-    for s in range(0, n_perm, _CHUNK):
-        b_n = min(_CHUNK, n_perm - s)
-        lab = stratified_permutations(labels, strata, b_n, rng)
-        sums = weighted_sums(lab, d_pool)
-        null[s:s + b_n] = lift(_signed(sums / n_r, sign), _signed((total - sums) / n_c, sign))
-    p_perm = permutation_pvalue(observed, null, "greater")
-
-    # row bootstrap (the same resampled rows for every curve of a replicate)
-    s_rare, c_rare = grouped_sums(delta[rare_idx], row[rare_idx], n_rows)
-    s_pool, c_pool = grouped_sums(d_pool, strata, n_rows)
-    s_common, c_common = s_pool - s_rare, c_pool - c_rare
-    w = resample_weights(n_rows, n_boot, rng)
-
-    def boot_curves(s: np.ndarray, c: np.ndarray, ww: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return _signed((ww @ s) / (ww @ c)[:, None], sign)
-
-    boot_rare = boot_curves(s_rare, c_rare, w)
-    boot_lift = lift(boot_rare, boot_curves(s_common, c_common, w))
-    ci = percentile_ci(boot_lift)
-
-    # size-matched control: common subsampled to the rare count (winner's curse of small sets)
+    # size-matched control (reported): common subsampled to the rare count
     draws = [rng.choice(common_idx, rare_idx.size, replace=False) for _ in range(n_size_draws)]
-    size_curves = _signed(batch_means(delta, draws), sign)
-    size_lift = lift(size_curves, np.broadcast_to(i_common, size_curves.shape))
-    size_exc = excess(size_curves)
-    exc_rare, exc_common = excess(np.stack([i_rare, i_common]))
+    size_curves = pool.sgn * batch_means(delta, draws)
+    size_scan, size_fixed = pool.stats(size_curves, np.broadcast_to(b, size_curves.shape))
+    size_lift = size_scan[:, width - 1]
+    size_t = _max_z(size_scan, ev["null"].mean, ev["null"].sd)
+    exc = window_excess(np.stack([a, b]), pool.r1, pool.r2)
     details["size_matched"] = {
-        "n_draws": n_size_draws, "lift_median": float(np.nanmedian(size_lift)),
+        "n_draws": n_size_draws, "width": width,
+        "lift_median": float(np.nanmedian(size_lift)),
         "lift_95": np.nanquantile(size_lift, [0.025, 0.975]).tolist(),
-        "frac_lift_ge_rare": float(np.mean(size_lift >= observed)),
-        "excess_median": float(np.nanmedian(size_exc)),
-        "excess_95": np.nanquantile(size_exc, [0.025, 0.975]).tolist()}
-
-    # loss-matched control decides 'difficulty'; each bootstrap block uses a fresh matched draw
-    lm_draws = [loss_matched(loss, rare_idx, common_idx, rng) for _ in range(n_loss_draws)]
-    lm_curves = _signed(batch_means(delta, lm_draws), sign)
-    lm_lift = lift(np.broadcast_to(i_rare, lm_curves.shape), lm_curves)
-    lm_boot = np.empty(n_boot)
-    for d, ix in enumerate(lm_draws):
-        s_m, c_m = grouped_sums(delta[ix], row[ix], n_rows)
-        blk = slice(d, n_boot, n_loss_draws)
-        lm_boot[blk] = lift(boot_rare[blk], boot_curves(s_m, c_m, w[blk]))
-    lm_ci = percentile_ci(lm_boot)
-    top_loss = common_idx[np.argsort(loss[common_idx], kind="stable")[-rare_idx.size:]]
-    top_curve = _signed(batch_means(delta, [top_loss]), sign)
-    details["loss_matched"] = {
-        "method": "loss-quantile bins (10) of the rare losses, same count",
-        "n_draws": n_loss_draws,
-        "mean_loss_matched": float(np.mean([loss[ix].mean() for ix in lm_draws])),
-        "lift_rare_vs_matched": float(np.nanmean(lm_lift)), "ci": list(lm_ci),
-        "lift_matched_vs_common": float(np.nanmean(lift(lm_curves, np.broadcast_to(
-            i_common, lm_curves.shape)))),
-        "excess_median": float(np.nanmedian(excess(lm_curves))),
-        "top_loss_lift_vs_common": float(lift(top_curve, i_common)[0]),
-        "top_loss_excess": float(excess(top_curve)[0]),
-        "mean_loss_top_loss": float(loss[top_loss].mean())}
-
-    rel = split_half_from_groups(_signed(s_rare, sign), c_rare, rng, top_k=r1, sign="boost")
+        "frac_lift_ge_rare": float(np.mean(size_lift >= ev["scan"]["lift"])),
+        "max_z_median": float(np.nanmedian(size_t)),
+        "frac_max_z_ge_rare": float(np.mean(size_t >= ev["statistic"])),
+        "fixed_lift_median": float(np.nanmedian(size_fixed)),
+        "excess_median": float(np.nanmedian(window_excess(size_curves, pool.r1, pool.r2)))}
     details.update(
-        rare_excess=float(exc_rare), common_excess=float(exc_common),
-        permutation={"n_perm": n_perm, "p": p_perm, "null_mean": float(np.nanmean(null)),
-                     "null_sd": float(np.nanstd(null)),
-                     "null_95": float(np.nanquantile(null, 0.95)),
-                     "strata": "rows (labels shuffled within each row)"},
-        bootstrap={"n_boot": n_boot, "resampled": "rows", "ci_level": 0.95},
-        reliability=rel.to_dict())
-
-    conditions = {"precondition": precondition is None or precondition.ok,
-                  "reliable": bool(rel.spearman >= MIN_SPEARMAN),
-                  "more_plateau_than_common": bool(p_perm < alpha),
-                  "beyond_difficulty": bool(lm_ci[0] > 0)}
-    reasons = {"reliable": f"unreliable ranking (split-half Spearman {rel.spearman:.3f} < "
-                           f"{MIN_SPEARMAN})",
-               "more_plateau_than_common": f"no more plateau than common (permutation "
-                                           f"p={p_perm:.3g} >= {alpha})",
-               "beyond_difficulty": f"plateau explained by difficulty (lift of rare over "
-                                    f"loss-matched common, 95% CI [{lm_ci[0]:.3g}, "
-                                    f"{lm_ci[1]:.3g}], does not exclude 0)"}
-    failed = [reasons[k] for k, ok in conditions.items() if not ok and k in reasons]
-    details["decision"] = {"conditions": conditions, "failed": failed,
-                           "rule": "supported iff precondition ok, split-half Spearman >= 0.5, "
-                                   "permutation p < alpha, and the CI of the lift of rare over "
-                                   "loss-matched common positions lies above 0"}
-
-    details["curves"] = {"rare": _plot_curve(i_rare, "boost"),
-                         "common": _plot_curve(i_common, "boost"),
-                         "size_matched": _plot_curve(size_curves[0], "boost"),
-                         "loss_matched": _plot_curve(lm_curves[0], "boost")}
+        scan=ev["scan"], permutation=ev["permutation"], bootstrap=ev["bootstrap"],
+        fixed_window=ev["fixed_window"], loss_matched=ev["loss_matched"],
+        reliability=ev["reliability"].to_dict(), rare_excess=float(exc[0]),
+        common_excess=float(exc[1]), plateau_ranks=[1, width], upper=ev["upper"])
+    details["curves"] = {"rare": _plot_curve(a), "common": _plot_curve(b),
+                         "size_matched": _plot_curve(size_curves[0]),
+                         "loss_matched": _plot_curve(ev["lm_curves"][0])}
     if describe:
-        _, v_rare = sorted_curve(i_rare, "boost")
-        _, v_common = sorted_curve(i_common, "boost")
-        details["fits"] = {"rare": describe_curve(v_rare, b, huber, seed),
-                           "common": describe_curve(v_common, b, huber, seed)}
+        _, v_rare = sorted_curve(a, "boost")
+        _, v_common = sorted_curve(b, "boost")
+        details["fits"] = {"rare": describe_curve(v_rare, pool.bounds, huber, seed),
+                           "common": describe_curve(v_common, pool.bounds, huber, seed)}
         seg = details["fits"]["rare"].get("segmented", {})
         details["bic_plateau_preferred_rare"] = seg.get("extra", {}).get("plateau_preferred")
+        fixed_fit = details["fits"]["rare"].get("fixed", {})
+        if "slope" in fixed_fit:  # beside the papers' numbers in the report
+            details["power_law_alpha"] = fixed_fit["slope"]
+            details["regime_split"] = " / ".join(f"{100 * x:.1f}%" for x in fixed_fit["shares"])
+    details["plateau_size"] = width  # the scan's estimate (the papers: 30-50, manual)
 
-    verdict = "not supported" if failed else "supported"
-    if not conditions["precondition"]:
-        verdict = "untestable"
-        details["message"] = (f"{precondition.message}. Numbers shown for information only; "
-                              f"without the precondition they would read: "
-                              f"{'; '.join(failed) or 'supported'}")
-    elif failed:
-        details["message"] = "; ".join(failed)
-    return TestResult("dual_regimes", observed, p_perm, observed, ci[0], ci[1],
-                      verdict, EFFECT_NAME, alpha, details)
+    if power_reps > 0:
+        ps = {"n_perm": min(n_perm, 199), "n_boot": min(n_boot, 200),
+              "n_loss_draws": min(n_loss_draws, 5),
+              "ks": tuple(k for k in paper_plateau_sizes(delta.shape[1]) if k <= pool.width)
+              or (min(pool.width, MIN_TOP_K),), **(power_settings or {})}
+        details["own_power"] = _own_power(pool, alpha=alpha, sesoi=sesoi, reps=power_reps,
+                                          seed=seed, **ps)
+    verdict = decision.verdict
+    if precondition is not None and not precondition.ok:
+        details["verdict_without_precondition"] = verdict
+        decision = untestable(precondition.message, decision, sesoi, "exists")
+        verdict = UNTESTABLE
+    details["decision"] = decision.to_dict()
+    details["message"] = decision.reason
+    return TestResult("dual_regimes", ev["statistic"], ev["p"], ev["effect"], ev["ci"][0],
+                      ev["ci"][1], verdict, EFFECT_NAME, alpha, details)
