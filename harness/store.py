@@ -201,23 +201,30 @@ class ResultStore:
         man_path.unlink(missing_ok=True)  # manifest first: a half-deleted entry reads as absent
         data_path.unlink(missing_ok=True)
 
-    def load_or_none(self, key: str) -> dict[str, np.ndarray] | None:
-        """Stored arrays for `key`, or None when absent or corrupt (a corrupt entry is logged
-        and removed, so the caller recomputes it)."""
+    def load_or_none(self, key: str, required: tuple[str, ...] = ()
+                     ) -> dict[str, np.ndarray] | None:
+        """Stored arrays for `key`, or None when absent or corrupt - unreadable, failing its
+        checksum, or lacking one of the `required` arrays (a corrupt entry is logged and
+        removed, so the caller recomputes it)."""
         if not self.has(key):
             return None
         try:
-            return self.load(key)
+            arrays = self.load(key)
+            missing = [k for k in required if k not in arrays]
+            if missing:
+                raise CorruptCacheError(f"entry lacks arrays {missing}")
+            return arrays
         except CorruptCacheError as exc:
             log.warning("recomputing %s: %s", key, exc)
             self.delete(key)
             return None
 
     def get_or_compute(self, key: str, fn: Callable[[], dict[str, np.ndarray]],
-                       manifest: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """Stored arrays for `key`, or `fn()` saved under it. A corrupt entry is logged,
-        removed and recomputed."""
-        stored = self.load_or_none(key)
+                       manifest: dict[str, Any] | None = None,
+                       required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Stored arrays for `key`, or `fn()` saved under it. A corrupt entry (or one lacking
+        a `required` array) is logged, removed and recomputed."""
+        stored = self.load_or_none(key, required)
         if stored is not None:
             return stored
         arrays = fn()

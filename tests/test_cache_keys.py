@@ -8,6 +8,7 @@ engine's source digest and the package versions, derived rather than hand-bumped
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -21,6 +22,7 @@ from harness.data.packing import keep_mask
 from harness.data.tokenizer import fixtures_dir
 from harness.models.facade import tokenizer_digest
 from harness.models.loading import load_model
+from harness.train.init import weights_sha256
 from harness.store import ENGINE_SOURCES, ResultStore, code_digest, environment
 
 pytestmark = pytest.mark.tiny
@@ -37,6 +39,9 @@ def pair(tmp_path_factory):
     weights[name] = weights[name].clone()
     weights[name][0, 0] += 0.25  # one attention weight of layer 0
     save_file(weights, dst / "model.safetensors", metadata={"format": "pt"})
+    meta = json.loads((root / "CHECKPOINTS.json").read_text())  # a deliberately new model:
+    meta["sha256"]["320"] = weights_sha256(dst)                 # record its own checksum
+    (root / "CHECKPOINTS.json").write_text(json.dumps(meta))
     return load_model("tiny-gpt2"), load_model(str(root)), name
 
 

@@ -220,7 +220,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                         mode=mode, scope=scope, heads=heads,
                         neurons=[int(n) for n in neurons_t], batch_size=batch_size,
                         code=CODE_VERSION)
-        a = store.load_or_none(key)
+        a = store.load_or_none(key, ("delta_act", "delta_loss"))
         if a is not None:
             return HeadAblation(delta_act=a["delta_act"], delta_loss=a["delta_loss"],
                                 heads=heads, row=r_all.astype(np.int64),
@@ -240,7 +240,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     for bi, start in enumerate(starts):
         p0, p1 = int(first_pos[start]), int(first_pos[min(len(rows), start + batch_size)])
         child = None if store is None else store.child(key, f"batch{bi:06d}")
-        part = None if child is None else store.load_or_none(child)
+        part = None if child is None else store.load_or_none(child, ("delta_act", "delta_loss"))
         if part is not None:  # finished before an interruption
             delta_act[:, p0:p1], delta_loss[:, p0:p1] = part["delta_act"], part["delta_loss"]
             continue

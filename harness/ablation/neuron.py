@@ -442,7 +442,7 @@ def _values_vector(facade: Any, values: Values, rows: np.ndarray, keep: np.ndarr
     """(mu, replacement values) as float64 [d_mlp]."""
     def compute_mu() -> dict[str, np.ndarray]:
         return {"mean_act": mean_activation(facade, rows, keep, batch_size)}
-    mu = (store.get_or_compute(store.child(key, "mean"), compute_mu)
+    mu = (store.get_or_compute(store.child(key, "mean"), compute_mu, required=("mean_act",))
           if store is not None else compute_mu())["mean_act"]
     if isinstance(values, str):
         if values not in ("mean", "zero"):
@@ -471,7 +471,8 @@ def data_digest(rows: np.ndarray, keep: np.ndarray) -> str:
 
 
 def _influence_batch(facade: Any, op: ClosedForm, rows: np.ndarray, keep: np.ndarray,
-                     values: Tensor, row_offset: int, chunk: int | None) -> dict[str, np.ndarray]:
+                     values: Tensor, row_offset: int, chunk: int | None,
+                     method: str = "auto") -> dict[str, np.ndarray]:
     r, t = np.nonzero(keep)
     with torch.no_grad():
         final = facade.forward_final(torch.from_numpy(rows))
@@ -480,7 +481,8 @@ def _influence_batch(facade: Any, op: ClosedForm, rows: np.ndarray, keep: np.nda
         resid = final.resid[ri, ti].to(op.G.device)
         acts = final.post[ri, ti].to(op.G.device)
         targets = torch.from_numpy(rows[r, t + 1]).to(op.G.device)
-        delta = closed_form_delta(op, resid, acts, targets, values, chunk=chunk)
+        delta = closed_form_delta(op, resid, acts, targets, values, chunk=chunk,
+                                  method=method)
         loss = _clean(op, resid, targets).loss
     return {"delta": delta.cpu().numpy(), "row": (r + row_offset).astype(np.int64),
             "pos": t.astype(np.int64), "token": rows[r, t], "target": rows[r, t + 1],
@@ -489,7 +491,8 @@ def _influence_batch(facade: Any, op: ClosedForm, rows: np.ndarray, keep: np.nda
 
 def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
                      batch_size: int = 8, store: Any = None, progress: bool = False,
-                     chunk: int | None = None) -> NeuronInfluence:
+                     chunk: int | None = None, method: str = "auto",
+                     dtype: torch.dtype = torch.float32) -> NeuronInfluence:
     """Delta CE for every final-layer neuron at every kept position (row-major order).
 
     Two passes over the rows: mu_j over all kept positions, then the closed form per batch.
@@ -500,11 +503,14 @@ def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
     if store is not None:
         key = store.key(kind="neuron_influence", model=facade.info(),
                         data=data_digest(rows, keep), values=_values_spec(values),
-                        batch_size=batch_size, code=CODE_VERSION)
-        if store.has(key):
-            return _from_arrays(store.load(key), values)
+                        batch_size=batch_size, code=CODE_VERSION,
+                        kernel=[resolve_method(method, facade.W_out.device, dtype), str(dtype)])
+        stored = store.load_or_none(key, _ARRAYS)  # corrupt: logged, removed, recomputed
+        if stored is not None:
+            return _from_arrays(stored, values)
     mu, vec = _values_vector(facade, values, rows, keep, batch_size, store, key)
-    op = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm)
+    op = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
+                             dtype=dtype)
     values_t = torch.from_numpy(vec)
     parts = []
     batches = list(_batches(len(rows), batch_size))
@@ -514,8 +520,10 @@ def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
         batches = tqdm(batches, desc="neuron influence", unit="batch")
     for i, sl in enumerate(batches):
         def compute(sl: slice = sl) -> dict[str, np.ndarray]:
-            return _influence_batch(facade, op, rows[sl], keep[sl], values_t, sl.start, chunk)
-        parts.append(store.get_or_compute(store.child(key, f"batch{i:06d}"), compute)
+            return _influence_batch(facade, op, rows[sl], keep[sl], values_t, sl.start, chunk,
+                                    method)
+        parts.append(store.get_or_compute(store.child(key, f"batch{i:06d}"), compute,
+                                          required=_ARRAYS[:-1])
                      if store is not None else compute())
     arrays = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
               for k in ("delta", "row", "pos", "token", "target", "loss")}
@@ -529,6 +537,9 @@ def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
         for i in range(len(batches)):
             store.delete(store.child(key, f"batch{i:06d}"))
     return _from_arrays(arrays, values)
+
+
+_ARRAYS = ("delta", "row", "pos", "token", "target", "loss", "mean_act")
 
 
 def _from_arrays(a: dict[str, np.ndarray], values: Values) -> NeuronInfluence:

@@ -41,6 +41,39 @@ def _tokenizer(source: str | Path, spec: ModelSpec, **kwargs: Any) -> Any:
     return gpt2_tokenizer()
 
 
+def _check_recorded_sha(spec: ModelSpec, path: Path) -> None:
+    """A committed fixture's checkpoint must match the sha256 its CHECKPOINTS.json records:
+    a bit flip in the weights is an error, not a silently different model."""
+    import json
+
+    meta_path = path.parent / "CHECKPOINTS.json"
+    if spec.step is None or not meta_path.is_file():
+        return
+    want = (json.loads(meta_path.read_text()).get("sha256") or {}).get(str(spec.step))
+    if not want:
+        return
+    from harness.train.init import weights_sha256
+
+    try:
+        got = weights_sha256(path)
+    except Exception as exc:  # safetensors cannot even parse it
+        raise BadInputError(f"{spec.name}@step{spec.step}: unreadable weights in {path} "
+                            f"({str(exc).splitlines()[0][:200]}); restore them from git") from None
+    if got != want:
+        raise BadInputError(f"{spec.name}@step{spec.step}: weights in {path} do not match the "
+                            f"sha256 recorded in {meta_path} (corrupted or edited); restore "
+                            "them from git")
+
+
+def _check_finite(model: Any, name: str) -> None:
+    """NaN or infinite weights make every number downstream meaningless: refuse them."""
+    for pname, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            bad = int((~torch.isfinite(p)).sum())
+            raise BadInputError(f"{name}: {bad} NaN/Inf values in weight {pname}; the model "
+                                "is broken (check the checkpoint)")
+
+
 def _load_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
@@ -54,7 +87,13 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
         return model, tokenizer
     if spec.local_path:
         path = _local_dir(spec)
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), _tokenizer(path, spec)
+        _check_recorded_sha(spec, path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError, RuntimeError) as exc:  # truncated or corrupt weights
+            raise BadInputError(f"{spec.name}: cannot load the weights in {path} "
+                                f"({str(exc).splitlines()[0][:200]})") from None
+        return model, _tokenizer(path, spec)
     model = AutoModelForCausalLM.from_pretrained(spec.hf_id, revision=spec.revision, dtype=dtype)
     return model, _tokenizer(spec.hf_id, spec, revision=spec.revision)
 
@@ -79,5 +118,6 @@ def load_model(name_or_spec: str | ModelSpec, device: str = "cpu",
         raise error(f"cannot load {spec.name}: {reason}")
     dtype = getattr(torch, spec.dtype) if dtype is None else dtype
     model, tokenizer = _load_hf(spec, dtype)
+    _check_finite(model, spec.name)
     return ModelFacade.from_hf(model, tokenizer, name=spec.name, revision=spec.revision,
                                step=spec.step, processing=processing, device=device)

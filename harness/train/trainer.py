@@ -306,7 +306,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     opt = _optimizer(model, cfg)
     resume_path = out / RESUME_FILE
     if resume_path.is_file():
-        state = torch.load(resume_path, weights_only=False)
+        try:  # tensors and plain containers only: a resume file never unpickles code
+            state = torch.load(resume_path, weights_only=True)
+        except Exception as exc:
+            raise BadInputError(f"{resume_path} is not a readable resume file ({exc}); delete "
+                                "it to start over") from None
         if state["identity"] != identity:
             diff = sorted(k for k in identity if state["identity"].get(k) != identity[k])
             raise BadInputError(f"{resume_path} was written with different settings ({diff}); "
@@ -314,7 +318,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        step, counts, losses = state["step"], state["counts"], state["losses"]
+        step, losses = state["step"], list(state["losses"])
+        counts = np.asarray(state["counts"].numpy(), dtype=np.int64)
         records, wall0 = [CheckpointRecord(**r) for r in state["records"]], state["wall_s"]
     else:
         step, counts, losses, wall0 = 0, np.zeros(preset.vocab_size, np.int64), [], 0.0
@@ -325,7 +330,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     def snapshot() -> dict:
         return {"identity": identity, "step": step, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                "counts": counts, "losses": losses, "records": [asdict(r) for r in records],
+                "counts": torch.from_numpy(counts.copy()), "losses": [float(x) for x in losses],
+                "records": [asdict(r) for r in records],
                 "wall_s": wall0 + time.perf_counter() - t0}
 
     t0 = time.perf_counter()
