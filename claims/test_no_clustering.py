@@ -1,29 +1,46 @@
-"""Claim 2 - no spatial clustering: the plateau neurons do not form a module
-(P1, claim 2; methods.md sections 6, 8).
+"""Claim 2 - no clustering: the plateau neurons do not form a module in activation space
+(P1, claim 2; methods.md sections 6, 8, 9).
 
-Preregistration
-- Group: the plateau neurons of the rare-token boost curve from claim 1 (fixed rank window,
-  the paper's ln r < 3.5 scaled to the layer width); also the top-50 suppress neurons.
-- Graph: Pearson correlation of final-layer activations over the rare positions, sign kept,
-  complete graph on the group; whole-layer graph (k-nearest |r|) for concentration.
-- Statistics: the paper's Louvain Q of the group's own subgraph, signed Q (Q+ - Q-),
-  module_Q (the group taken as one community of the whole-layer graph) and concentration of
-  the group in the whole-layer partition.
-- Nulls: 1,000 random equal-size groups (the verdict family), a weight-preserving shuffled
-  graph and a random-rotation null of the activation basis (reported); empirical p-values
-  (+1), z-scores; row-bootstrap s.e. of z.
-- H0 for the rejection: the group is no more clustered than random groups. Multiple
-  comparisons: BH across the four metrics vs random groups (verdict family); the
-  shuffle/rotation comparisons form a second BH family, reported only.
-- Equivalence: TOST that z(Q) and z(module_Q) lie within +-2 SD of random groups, so "no
-  clustering" is a positive finding, not only a failure to reject.
-- Decision: 'supported' iff rare tokens were learned, nothing in the verdict family rejects at
-  alpha = 0.05, and the equivalence holds; 'not supported' if clustered, or (inconclusive) if
-  neither; 'untestable' if rare tokens were not learned (numbers still shown).
-- Calibration (synthetic, reports/CALIBRATION.md): power 0.975 at a planted module of
-  strength 0.5; null false-positive rate 0.030 (MC s.e. 0.012) over 200 replicates.
-- Note: the paper's own Q *drops* for a cohesive module (one block is not split), so a
-  verdict built on Q alone would have no power; module_Q and concentration carry it.
+Preregistration (direction 'absent'; four verdicts, harness.verdicts; alpha = 0.05)
+- Group: the plateau neurons of the rare-token boost curve (regimes.plateau_neurons, fixed
+  window: the paper's ln r < 3.5 scaled to the layer width); variants top-N boost/suppress
+  (--groups).
+- Cross-fitting: the rows are split at random into halves A and B, balanced in rare positions.
+  Fold A->B selects the group on the rare positions of A and measures it on the rare
+  positions of B; fold B->A the swap. Results list both halves' rows and each fold's group.
+- Effect (SPEC.effect): contrast = mean Pearson r over the group's pairs minus the mean r of
+  its members with every other neuron of the layer (test half, rare positions); the effect is
+  the group's contrast minus the mean contrast of null groups, in r units. A module raises it.
+  The paper's Louvain Q of the group's own subgraph DROPS for a cohesive module (one block is
+  not split), so Q, signed Q, module_Q and concentration are reported, never the headline.
+- Nulls of the verdict family, per fold: (selection) 200 groups made by the same selection -
+  the k most influential neurons of the same sign, k = the group's size - on size-matched
+  draws of the selection half's common positions: any top-influence group of a trained layer
+  is more co-activated than random neurons, so the group is compared with groups picked the
+  same way; (matched) 200 random groups matched member by member on activation mean, SD and
+  share of active positions (drawn from the 5 nearest neurons in percentile space).
+  Reported only: 1,000 unmatched random groups (the paper's comparison), module_Q and Louvain
+  Q against all three nulls, weight-shuffle and rotation nulls, other resolutions/seeds,
+  Leiden (BH within that reported family).
+- SESOI (SPEC.sesoi): 0.1 in r.
+- Decision, over the family {selection, matched} x {A->B, B->A}:
+  supported    iff the upper (1 - 2 alpha) bound of the effect (row-bootstrap s.e., t with
+               test rows - 1 df) is below the SESOI in every member - non-superiority, the
+               upper half of the TOST (a group LESS co-activated than a null is no module;
+               the two-sided TOST is reported);
+  refuted      iff the effect is significant (one-sided empirical p <= alpha) in every member
+               and both nulls' fold-mean effects exceed the SESOI - an intersection-union
+               test, so no multiplicity correction is needed (its error rate is <= alpha);
+  inconclusive otherwise, and whenever a validity gate fails: matched balance (max |SMD| <=
+               0.25 layer SDs per statistic) or fewer than 8 rows with rare positions in a
+               test half;
+  untestable   iff rare tokens were not learned (claimkit.apply_precondition; the would-be
+               verdict and every number are kept).
+- Power on this run's own data (details['own_power'], --power-reps replicates): the group's
+  real test-half activations get a shared factor that raises its contrast by SESOI x (0.5, 1,
+  2, 4) (clustering.copula_plant: each neuron keeps its activation distribution, so the
+  matching statistics do not move); the null puts a selection-null group in the group's place.
+- Synthetic calibration (generated data, not constants): reports/calibration/claim2.{md,json}.
 """
 
 from __future__ import annotations
@@ -34,18 +51,51 @@ import numpy as np
 import pytest
 
 from harness import pipeline
-from harness.analyses.clustering import clustering_analysis, clustering_result
+from harness.analyses.clustering import (EFFECT_MEASURE, crossfit_analysis, crossfit_own_power,
+                                         crossfit_result)
 from harness.analyses.plots_clustering import plot_nulls
 from harness.analyses.regimes import plateau_neurons, top_neurons
 from harness.claimkit import apply_precondition, check_verdict, settings_for
+from harness.claimset import ClaimSpec
 from harness.stats.precondition import check_learned
+from harness.verdicts import Sesoi
 
 CLAIM = "no-clustering"
-CALIBRATION = {"power": 0.975, "power_setting": "synthetic, planted module strength 0.5",
-               "fpr": 0.030, "fpr_mc_se": 0.012, "n_null": 200,
-               "source": "reports/CALIBRATION.md (claim 2)"}
+SPEC = ClaimSpec(
+    key=CLAIM, number=2, title="No clustering",
+    hypothesis="The plateau neurons do not form a module: their co-activation at rare "
+               "positions is no higher than that of groups made by the same selection or of "
+               "random groups with the same activation statistics.",
+    direction="absent", effect=EFFECT_MEASURE,
+    sesoi=Sesoi(0.1, "excess within-minus-between correlation (r)",
+                "a shared factor explaining 10% of each member's activation variance raises "
+                "within-group r by about 0.1 - Cohen's 'small' correlation, the weakest "
+                "co-activation that would make the group a functional unit; fixed before any "
+                "calibration"))
+MIN_RARE = 20  # positions a correlation graph needs (both halves together)
+CI_POWER_REPS = 8  # own-data power replicates of the CI cases (pytest claims --power-reps 8)
 GROUP_KINDS = ("plateau-boost", "top10-boost", "top50-boost", "top100-boost", "top10-suppress",
                "top50-suppress", "top100-suppress")
+
+PINNED = ("precondition.rare_loss", "contrast", "module_Q", "Q",
+          "family.0.estimate", "family.0.p_max", "family.0.ci_high",
+          "family.1.estimate", "family.1.p_max", "family.1.ci_high",
+          "unmatched_random.estimate",
+          "decision.gates.matched_balance.value", "decision.gates.test_rows.value",
+          "decision.gates.estimate_exceeds_sesoi.value",
+          "decision.conditions.equivalent", "decision.conditions.significant",
+          "crossfit.folds.0.k", "crossfit.folds.1.k",
+          "own_power.power", "own_power.fpr")
+
+
+def ci_cases(prep, rarity, seed: int):
+    """(golden key, compute(prep)) of every case `pytest claims` runs at the CI settings."""
+    yield f"{CLAIM}/plateau-boost", lambda p: _first(
+        compute(p, rarity, seed, "plateau-boost", power_reps=CI_POWER_REPS))
+
+
+def _first(out):
+    return None if out is None else out[0]
 
 
 def pytest_generate_tests(metafunc):
@@ -57,34 +107,53 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("group_kind", kinds, scope="module")
 
 
-def select_group(prep, rare: np.ndarray, kind: str) -> np.ndarray:
-    inf = prep.influence
+def selection(prep, kind: str):
+    """(select(mask) -> group, sign): the group kind's selection on a set of positions."""
+    delta = prep.influence.delta
     if kind == "plateau-boost":
-        return plateau_neurons(inf.delta, rare, sign="boost", method="fixed")
+        return (lambda mask: plateau_neurons(delta, mask, sign="boost", method="fixed")), "boost"
     top, sign = kind.split("-")
-    return top_neurons(inf.delta, rare, int(top.removeprefix("top")), sign=sign)
+    n = int(top.removeprefix("top"))
+    return (lambda mask: top_neurons(delta, mask, n, sign=sign)), sign
+
+
+def compute(prep, rarity, seed: int, group_kind: str = "plateau-boost", quick: bool = False,
+            power_reps: int = 100):
+    """(TestResult, CrossFit) for one case; None when too few rare positions."""
+    rare, common = prep.masks(rarity)
+    if rare.sum() < MIN_RARE or np.unique(prep.influence.row[rare]).size < 4:
+        return None
+    select, sign = selection(prep, group_kind)
+    acts = pipeline.final_activations(prep)
+    inf = prep.influence
+    n = 199 if quick else 1000
+    cf = crossfit_analysis(
+        acts, inf.delta, inf.row, rare, common, select, sign=sign, sesoi=SPEC.sesoi.value,
+        n_selection=200, n_matched=200, n_random=n, n_boot=200,
+        legacy=dict(n_random=n, n_shuffle=n // 10, n_rotation=n // 10, n_boot=50,
+                    n_leiden_check=10 if quick else 20),
+        seed=seed)
+    power = crossfit_own_power(cf, reps=power_reps, seed=seed)
+    pre = check_learned(inf.loss[rare], prep.facade.d_vocab, prep.unigram_loss(rare))
+    return apply_precondition(crossfit_result(cf, power), pre), cf
 
 
 def test_no_clustering(prepared, rarity, seed, model_name, group_kind, record_claim, figure_dir,
                        request):
     quick = request.config.getoption("--quick")
+    power_reps = request.config.getoption("--power-reps", default=100)
     start = time.perf_counter()
-    rare, _ = prepared.masks(rarity)
-    if rare.sum() < 20:
-        pytest.skip(f"only {int(rare.sum())} {rarity} positions; a correlation graph needs >= 20")
-    group = np.asarray(select_group(prepared, rare, group_kind))
-    acts = pipeline.final_activations(prepared)
-    inf = prepared.influence
-    n = 199 if quick else 1000  # random groups: the verdict's null
-    analysis = clustering_analysis(acts[rare], inf.row[rare], group, n_random=n,
-                                   n_shuffle=n // 5, n_rotation=n // 5, n_boot=100,
-                                   n_leiden_check=10 if quick else 50, seed=seed)
-    pre = check_learned(inf.loss[rare], prepared.facade.d_vocab, prepared.unigram_loss(rare))
-    result = apply_precondition(clustering_result(analysis), pre)
-    figure = plot_nulls(analysis, figure_dir / f"nulls-{group_kind}-{rarity.which}-q{rarity.q:g}.png")
+    out = compute(prepared, rarity, seed, group_kind, quick, power_reps=int(power_reps))
+    if out is None:
+        n_rare = int(prepared.masks(rarity)[0].sum())
+        pytest.skip(prepared.no_rare_reason(rarity, n_rare, MIN_RARE, " (a correlation graph)"))
+    result, cf = out
+    figure = plot_nulls(cf, figure_dir / f"nulls-{group_kind}-{rarity.tag}.png")
     record_claim(result, model=model_name, claim=CLAIM, seed=seed,
-                 settings=settings_for(prepared, rarity, group=group_kind, group_size=len(group)),
-                 figures={f"nulls ({group_kind})": figure}, calibration=CALIBRATION,
+                 settings=settings_for(prepared, rarity, group=group_kind,
+                                       group_size=[int(f.group.size) for f in cf.folds],
+                                       power_reps=int(power_reps)),
+                 figures={f"nulls ({group_kind})": figure}, calibration=None,
                  wall_time_s=time.perf_counter() - start)
     check_verdict(request, result, claim=f"{CLAIM}/{group_kind}", model_name=model_name,
-                  seed=seed, rarity=rarity)
+                  seed=seed, rarity=rarity, spec=prepared.spec, pinned=PINNED)

@@ -1,30 +1,35 @@
 """Claim 2: plateau neurons do not form a module ("no spatial clustering").
 
-Statistics (methods.md sections 6 and 8). For the plateau group G (k neurons):
+The verdict (second half of this file, `crossfit_analysis` -> `crossfit_result`): the group
+is selected on one half of the rows and measured on the other (both ways); its effect is the
+within-minus-between correlation contrast in excess of (a) groups made by the same selection
+on size-matched common positions and (b) random groups matched on the activation statistics
+that drive correlation; decided by harness.verdicts.decide_absent against a SESOI in r units
+(claims/test_no_clustering.py states the rule). Own-data power: `crossfit_own_power`.
+
+Reported statistics (first half, `clustering_analysis`, run per fold on the test half). For
+the group G (k neurons):
 - Q: modularity of the Louvain partition of G's own correlation graph (positive-weight graph),
   as in the paper; Q_signed: Gomez signed modularity of the signed Louvain partition. Both
   measure sub-structure *inside* G: a cohesive module is one block and has Q near 0;
 - module_Q: the modularity contribution of G taken as one community of the whole-layer
-  (dense, positive) correlation graph - the direct "is G a module" statistic;
+  (dense, positive) correlation graph;
 - concentration: the largest share of G inside one community of the whole-layer graph
-  (top-k |r| per neuron, signed Leiden); entropy of G's community labels (reported);
+  (top-k |r| per neuron, signed Leiden); entropy of G's community labels;
 - index locality: mean pairwise |i - j| of G's neuron indices (the literal "spatial").
-Nulls: (a) random equal-size groups of the other neurons (the claim's comparison); (b) the
+Their nulls: random equal-size groups of the other neurons (the paper's comparison), the
 group's graph with edge weights swapped so that the signed strengths stay within a tolerance
-(Maslov-Sneppen-style swaps on the complete graph); (c) random rotations of the activation
-basis inside a subspace holding G, read off at G's indices.
-
-Decision: the verdict family is the four metrics against random groups (BH; under the complete
-null BH controls the family-wise rate). Nulls (b) and (c) ask whether G has *any* structure
-beyond its weight distribution or basis - random groups of a real layer usually do too - so
-they form a second BH family that is reported, not used for the verdict. 'supported' needs
-no rejection in the verdict family AND TOSTs showing the z-scores of Q and module_Q against
-random groups inside +-margin.
+(Maslov-Sneppen-style swaps on the complete graph), and random rotations of the activation
+basis inside a subspace holding G. None of these enters the verdict: a top-influence group
+differs from random neurons by its selection alone (issue 19: z(module_Q) 5-21 on groups
+picked from common positions).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
 
 import numpy as np
 from scipy import stats
@@ -450,71 +455,740 @@ def _leiden_check(w: np.ndarray, w_rand: np.ndarray, res: float, seed: int) -> d
                                                             res))}
 
 
-# ---------------------------------------------------------------- the claim test
+# ================================================================ the verdict (cross-fitted)
+#
+# Why not the statistics above: the plateau group is *selected* by influence, random groups are
+# not, and any top-influence group of a trained layer is more correlated than random neurons
+# (high-variance, strongly driven neurons). So the verdict (1) selects the group on one half of
+# the rows and measures its graph on the other half (and the swap), (2) compares it with groups
+# made by the same selection on size-matched common positions (the selection null) and with
+# random groups matched on the activation statistics that drive correlation (mean, SD, share
+# of active positions), and (3) measures an effect that grows with a module: the group's mean
+# within-group correlation minus its mean correlation with the rest of the layer (the
+# "contrast"), in excess of the null groups' contrast, in correlation units.
 
-def no_clustering_test(acts: np.ndarray, row: np.ndarray, group: np.ndarray, *,
-                       all_acts: np.ndarray | None = None, n_random: int = 1000,
-                       resolutions: tuple[float, ...] = (0.5, 1.0, 2.0),
-                       seeds: tuple[int, ...] = (0, 1, 2), alpha: float = 0.05,
-                       tost_margin: float | None = None, seed: int = 0,
-                       **options) -> TestResult:
-    """Claim 2 as a test: 'supported' = the plateau group is NOT a module.
-
-    acts: float32 [n_pos, m] activations of all final-layer neurons at rare positions; row:
-    [n_pos] row ids (the bootstrap resamples rows); group: the plateau neurons.
-    options: corr, n_shuffle, n_rotation, n_boot, n_leiden_check, knn, rotation_dim (see
-    clustering_analysis).
-
-    Verdict: 'not supported' (clustered) if any of Q, Q_signed, module_Q, concentration is
-    significantly above random groups (BH over these four at alpha). Else 'supported' if TOSTs
-    show the z-scores of Q (the paper's statistic) AND of module_Q against random groups inside
-    +-tost_margin (default 2 SD of the random-group spread: the group is as typical as about
-    95% of random groups, while a planted module sits ~10 SD out (calibration); a 1-SD margin
-    was tried first and, with a row-bootstrap s.e. of z near 0.5 at CI sizes, almost never
-    certified a truly random group). Otherwise 'not supported' with details['inconclusive'] =
-    True: not shown higher, not shown typical either. Rates of each outcome under the null
-    are in reports/calibration/claim2.md.
-    """
-    a = clustering_analysis(acts, row, group, all_acts=all_acts, n_random=n_random,
-                            resolutions=resolutions, seeds=seeds, alpha=alpha,
-                            tost_margin=tost_margin, seed=seed, **options)
-    return clustering_result(a, alpha)
+DEFAULT_SESOI = 0.1     # claims/test_no_clustering.py SPEC states and justifies it
+MAX_SMD = 0.25          # matched-null balance: |standardised mean difference| per statistic
+MIN_TEST_ROWS = 8       # rows with rare positions per test half (a row bootstrap needs rows)
+N_CANDIDATES = 5        # nearest non-group neurons each member's match is drawn from
+VERDICT_NULLS = ("selection", "matched")
+STAT_NAMES = ("mean", "sd", "active", "strength")
+COMBINE = ("estimate = mean of the two folds; significant iff both folds' one-sided p <= "
+           "alpha (p = their max: valid under any dependence between folds); non-superior iff "
+           "both folds' upper bounds < SESOI; interval = union of the folds' intervals")
 
 
-def clustering_result(a: ClusteringAnalysis, alpha: float = 0.05) -> TestResult:
-    """The claim-2 verdict from a finished analysis (kept separate so callers that also plot
-    the null distributions run the analysis once)."""
-    verdict_family = [c for c in a.comparisons if c.family == "verdict (BH)"]
-    hits = [c.metric for c in verdict_family if c.p_adj <= alpha]
-    equivalent = all(e.equivalent for e in a.equivalence.values())
-    inconclusive = not hits and not equivalent
-    if hits:
-        message = "the plateau group is more clustered than random groups: " + ", ".join(hits)
-    elif equivalent:
-        message = "no clustering: Q and module_Q are within the equivalence margin of random groups"
-    else:
-        message = ("inconclusive: not significantly above random groups, but equivalence to "
-                   "random groups is not shown (too few rows, or an atypical group)")
-    qz = a.comparison("Q", "random")
-    z_ci = stats.norm.ppf(1 - alpha / 2) * a.extra["z_se_boot"]["Q"]
+class CorrView:
+    """A test half's neuron correlations [m, m], optionally with the rows (and columns) of a
+    few neurons replaced - a planted factor - without copying the base matrix."""
+
+    def __init__(self, base: np.ndarray, rowsum: np.ndarray | None = None,
+                 changed: np.ndarray | None = None, rows: np.ndarray | None = None):
+        self.base = base
+        self.m = base.shape[0]
+        self.rowsum = base.sum(1) if rowsum is None else rowsum
+        self.changed = None if changed is None else np.asarray(changed, dtype=np.int64)
+        self.rows = rows
+        self._pos = None
+        if self.changed is not None:
+            self._pos = np.full(self.m, -1, dtype=np.int64)
+            self._pos[self.changed] = np.arange(self.changed.size)
+
+    def block(self, groups: np.ndarray) -> np.ndarray:
+        """[G, k, k] correlations inside each group (rows of `groups`), zero diagonal."""
+        g = np.atleast_2d(np.asarray(groups, dtype=np.int64))
+        w = self.base[g[:, :, None], g[:, None, :]].astype(np.float64)
+        if self._pos is not None:
+            pos = self._pos[g]
+            hit = pos >= 0
+            if hit.any():
+                r = self.rows[np.maximum(pos, 0)[:, :, None], g[:, None, :]]
+                w = np.where(hit[:, :, None], r, w)
+                w = np.where(hit[:, None, :], np.swapaxes(r, 1, 2), w)
+        idx = np.arange(g.shape[1])
+        w[:, idx, idx] = 0.0
+        return w
+
+    def rows_of(self, idx: np.ndarray) -> np.ndarray:
+        """[len(idx), m] the correlation rows of neurons idx (planted rows and columns
+        included)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        r = np.array(self.base[idx], dtype=np.float64)
+        if self._pos is not None:
+            hit = self._pos[idx] >= 0
+            r[hit] = self.rows[self._pos[idx[hit]]]
+            r[:, self.changed] = self.rows[:, idx].T
+        return r
+
+    def strength_outside(self, group: np.ndarray) -> np.ndarray:
+        """[m] every neuron's mean r with the neurons outside `group` (itself excluded): the
+        degree a group's members and their matches are compared on, free of the group's own
+        pairs (a module raises its members' total strength, not this)."""
+        group = np.asarray(group, dtype=np.int64)
+        inside = self.rows_of(group).sum(0)            # sum over j in group of r_lj
+        member = np.zeros(self.m, dtype=bool)
+        member[group] = True
+        # rowsum includes r_ll = 1: for members it is inside the group sum, for others not
+        out = self.rowsum - inside - np.where(member, 0.0, 1.0)
+        return out / np.where(member, self.m - group.size, self.m - 1 - group.size)
+
+    def contrast(self, groups: np.ndarray, chunk: int = 256
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(contrast, within, between) [G]: mean r over the group's pairs, mean r of its
+        members with every neuron outside it, and their difference."""
+        g = np.atleast_2d(np.asarray(groups, dtype=np.int64))
+        k = g.shape[1]
+        within = np.empty(len(g))
+        between = np.empty(len(g))
+        for s in range(0, len(g), chunk):
+            gs = g[s:s + chunk]
+            inside = self.block(gs).sum(axis=(1, 2))
+            within[s:s + chunk] = inside / (k * (k - 1))
+            # rowsum includes the diagonal (1) and the group's own pairs
+            between[s:s + chunk] = (self.rowsum[gs].sum(1) - inside - k) / (k * (self.m - k))
+        return within - between, within, between
+
+    def planted(self, x: np.ndarray, sd: np.ndarray, group: np.ndarray, xg_new: np.ndarray
+                ) -> "CorrView":
+        """The view after the group's centred columns of x [n, m] become xg_new [n, k]
+        (from a base view: plants do not stack)."""
+        if self.changed is not None:
+            raise BadInputError("plant into the base view, not into an already planted one")
+        n = x.shape[0]
+        xg_new = xg_new - xg_new.mean(0)
+        sd_new = np.sqrt((xg_new ** 2).mean(0))
+        cov = (xg_new.T @ x) / n
+        cov[:, group] = (xg_new.T @ xg_new) / n
+        sd_all = sd.copy()
+        sd_all[group] = sd_new
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rows = cov / sd_new[:, None] / sd_all[None, :]
+        rows = np.clip(np.where(np.isfinite(rows), rows, 0.0), -1.0, 1.0)
+        rows[np.arange(group.size), group] = 1.0
+        rowsum = self.rowsum + (rows - self.base[group]).sum(0)
+        rowsum[group] = rows.sum(1)
+        return CorrView(self.base, rowsum, group, rows)
+
+
+def split_rows(row: np.ndarray, rare: np.ndarray, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of the rows, random but balanced in rare positions: rows in random order,
+    each to the half with fewer rare positions so far (ties: the half with fewer rows)."""
+    rows = np.unique(row)
+    n_rare = np.bincount(np.searchsorted(rows, row[rare]), minlength=rows.size)
+    halves: tuple[list, list] = ([], [])
+    load = [0, 0]
+    for i in rng.permutation(rows.size):
+        h = 0 if (load[0], len(halves[0])) < (load[1], len(halves[1])) else 1
+        if (load[0], len(halves[0])) == (load[1], len(halves[1])):
+            h = int(rng.integers(2))
+        halves[h].append(rows[i])
+        load[h] += int(n_rare[i])
+    return np.sort(np.array(halves[0], dtype=np.int64)), np.sort(np.array(halves[1],
+                                                                          dtype=np.int64))
+
+
+def activation_stats(x: np.ndarray) -> np.ndarray:
+    """[m, 3] per-neuron mean, SD and share of positions with activation > 0 (scale of drive,
+    variability, sparsity). The matched null adds a fourth, group-specific statistic: the
+    strength outside the group (CorrView.strength_outside) - the degree that modularity's
+    configuration-model null preserves."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.stack([x.mean(0), x.std(0), (x > 0).mean(0)], axis=1)
+
+
+@lru_cache(maxsize=256)
+def _t_quantile(q: float, df: int) -> float:
+    return float(stats.t.ppf(q, df))
+
+
+def _percentiles(stats_: np.ndarray) -> np.ndarray:
+    """Column-wise rank percentiles in [0, 1] (ties averaged)."""
+    return np.stack([(stats.rankdata(c) - 1) / max(len(c) - 1, 1) for c in stats_.T], axis=1)
+
+
+def matched_groups(stats_: np.ndarray, group: np.ndarray, n: int, rng: np.random.Generator,
+                   n_cand: int = N_CANDIDATES, pct: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, dict]:
+    """[n, k] random groups matched member by member to `group` on activation statistics.
+
+    Each statistic is turned into rank percentiles over the layer; member i's match is drawn
+    uniformly from its n_cand nearest non-group neurons (Euclidean distance in percentile
+    space), without repeats inside a draw (the next nearest free neuron when all n_cand are
+    taken). Balance: per statistic, the standardised mean difference (group members minus all
+    matched members, in layer SDs of the percentile) and the mean distance to the match."""
+    group = np.asarray(group, dtype=np.int64)
+    m, k = stats_.shape[0], group.size
+    pct = _percentiles(stats_) if pct is None else pct
+    pool = np.setdiff1d(np.arange(m), group)
+    if pool.size < k + n_cand:
+        raise BadInputError(f"only {pool.size} other neurons to match a group of {k}")
+    d = np.linalg.norm(pct[group][:, None, :] - pct[pool][None, :, :], axis=2)   # [k, pool]
+    span = min(pool.size, n_cand + k)
+    near = np.argpartition(d, span - 1, axis=1)[:, :span]
+    near = np.take_along_axis(near, np.argsort(np.take_along_axis(d, near, 1), 1), 1)
+    cand = pool[near]                                                           # [k, span]
+    out = np.empty((n, k), dtype=np.int64)
+    used = np.zeros((n, m), dtype=bool)
+    order_score = -(np.arange(span) + 1.0) / (span + 1.0)                      # beyond n_cand
+    first = np.arange(span) < n_cand
+    rows = np.arange(n)
+    for a in rng.permutation(k):
+        c = cand[a]
+        score = np.where(first, rng.random((n, span)), order_score)
+        score = np.where(used[:, c], -np.inf, score)
+        pick = c[np.argmax(score, axis=1)]
+        out[:, a] = pick
+        used[rows, pick] = True
+    sd_layer = pct.std(0)
+    ns = stats_.shape[1]
+    smd = (pct[group].mean(0) - pct[out].reshape(-1, ns).mean(0)) / np.where(sd_layer > 0,
+                                                                             sd_layer, 1.0)
+    dist = np.linalg.norm(pct[out] - pct[group][None], axis=2).mean()
+    balance = {"smd": {s: float(v) for s, v in zip(STAT_NAMES, smd)},
+               "max_abs_smd": float(np.max(np.abs(smd))), "mean_distance_pct": float(dist),
+               "group_mean": {s: float(v) for s, v in zip(STAT_NAMES, stats_[group].mean(0))},
+               "matched_mean": {s: float(v) for s, v in
+                                zip(STAT_NAMES, stats_[out].reshape(-1, ns).mean(0))},
+               "n_cand": n_cand}
+    return out, balance
+
+
+def selection_null(delta: np.ndarray, pool: np.ndarray, n_pick: int, k: int, sign: str,
+                   n: int, rng: np.random.Generator) -> np.ndarray:
+    """[n, k] groups made by the claim's selection (regimes.top_neurons: the k most
+    influential neurons of the sign group) on n draws of n_pick common positions from `pool`
+    (position indices of the selection half), without replacement while the pool allows."""
+    from harness.analyses.regimes import top_neurons
+
+    pool = np.asarray(pool, dtype=np.int64)
+    if pool.size == 0:
+        raise BadInputError("no common positions in the selection half for the selection null")
+    sub = np.asarray(delta)[pool].astype(np.float64)  # converted once, not per draw
+    out = np.empty((n, k), dtype=np.int64)
+    mask = np.zeros(pool.size, dtype=bool)
+    for b in range(n):
+        mask[:] = False
+        mask[rng.choice(pool.size, n_pick, replace=pool.size < n_pick)] = True
+        g = top_neurons(sub, mask, k, sign=sign)
+        if g.size < k:
+            raise BadInputError(f"the selection null found only {g.size} {sign} neurons "
+                                f"(group size {k})")
+        out[b] = g
+    return out
+
+
+def contrast_bootstrap(xg: np.ndarray, u_rest: np.ndarray, row: np.ndarray, m: int,
+                       n_boot: int, rng: np.random.Generator,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+    """[n_boot] row-bootstrap replicates of the contrast of one group.
+
+    xg [n, k]: the members' activations; u_rest [n]: sum over the other neurons of x_l / sd_l
+    (their full-data SDs), so that sum_l r_il = cov(x_i, u_rest) / sd_i - exact at the full
+    data, and in each replicate the others' SDs are held at their full-data values (an m x m
+    correlation per replicate is not needed). weights [n_boot, n_rows]: given row
+    multiplicities instead of random ones (rows in sorted order)."""
+    y = np.column_stack([xg, u_rest]).astype(np.float64)
+    y -= y.mean(0)
+    k = xg.shape[1]
+    rows, inv = np.unique(row, return_inverse=True)
+    s1 = np.zeros((rows.size, k + 1))
+    np.add.at(s1, inv, y)
+    s2 = np.zeros((rows.size, k + 1, k + 1))
+    for r in range(rows.size):
+        yr = y[inv == r]
+        s2[r] = yr.T @ yr
+    cnt = np.bincount(inv, minlength=rows.size).astype(np.float64)
+    w = resample_weights(rows.size, n_boot, rng) if weights is None else np.atleast_2d(weights)
+    tot = w @ cnt
+    mean = (w @ s1) / tot[:, None]
+    cov = np.einsum("br,rij->bij", w, s2) / tot[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    var = np.clip(np.diagonal(cov[:, :k, :k], axis1=1, axis2=2), 1e-300, None)
+    sd = np.sqrt(var)
+    corr = cov[:, :k, :k] / sd[:, :, None] / sd[:, None, :]
+    within = (corr.sum(axis=(1, 2)) - k) / (k * (k - 1))
+    between = (cov[:, :k, k] / sd).mean(1) / (m - k)
+    return within - between
+
+
+def _pvalue(observed: float, null: np.ndarray) -> float:
+    return empirical_p(observed, null, "greater")
+
+
+@dataclass
+class Fold:
+    """One cross-fitting fold: the group selected on `select_rows`, tested on `test_rows`."""
+
+    name: str
+    select_rows: np.ndarray
+    test_rows: np.ndarray
+    n_rare_select: int
+    n_common_select: int
+    group: np.ndarray
+    x: np.ndarray            # float64 [n_t, m] centred activations, rare positions of test rows
+    row: np.ndarray          # [n_t] their rows
+    sd: np.ndarray           # [m]
+    u_all: np.ndarray        # [n_t] sum_l x_l / sd_l
+    stats: np.ndarray        # [m, 3] activation_stats on the test positions
+    view: CorrView
+    selection: np.ndarray    # [B, k] selection-null groups
+    selection_c: np.ndarray  # [B] their contrasts on the test positions
+
+    @property
+    def pct(self) -> np.ndarray:
+        """[m, 3] percentiles of `stats` (computed once: a fold's stats never change)."""
+        if "_pct" not in self.__dict__:
+            self.__dict__["_pct"] = _percentiles(self.stats)
+        return self.__dict__["_pct"]
+
+    @property
+    def inv_sd(self) -> np.ndarray:
+        return np.where(self.sd > 0, 1.0 / np.where(self.sd > 0, self.sd, 1.0), 0.0)
+
+    @property
+    def n_test_rows(self) -> int:
+        return int(np.unique(self.row).size)
+
+
+def fold_statistics(fold: Fold, group: np.ndarray, *, view: CorrView | None = None,
+                    stats_: np.ndarray | None = None, xg: np.ndarray | None = None,
+                    selection_c: np.ndarray | None = None, n_matched: int = 200,
+                    n_boot: int = 200, rng: np.random.Generator, n_cand: int = N_CANDIDATES,
+                    keep_nulls: bool = False) -> dict:
+    """The verdict's numbers for one group in one fold: its contrast, and its excess over the
+    selection null and the matched null (estimate, one-sided empirical p, z), the row-bootstrap
+    s.e. of its contrast (nulls held fixed) and the matched null's balance. Overrides (view,
+    stats_, xg, selection_c) serve own-data power (planted factor, left-out null draw)."""
+    view = fold.view if view is None else view
+    stats_ = fold.stats if stats_ is None else stats_
+    group = np.asarray(group, dtype=np.int64)
+    xg = fold.x[:, group] if xg is None else xg
+    sel_c = fold.selection_c if selection_c is None else selection_c
+    c, within, between = (float(v[0]) for v in view.contrast(group[None]))
+    strength = view.strength_outside(group)
+    pct = np.column_stack([fold.pct if stats_ is fold.stats else _percentiles(stats_),
+                           _percentiles(strength[:, None])])
+    matched, balance = matched_groups(np.column_stack([stats_, strength]), group, n_matched,
+                                      rng, n_cand, pct=pct)
+    match_c = view.contrast(matched)[0]
+    u_rest = fold.u_all - fold.x[:, group] @ fold.inv_sd[group]
+    boot = contrast_bootstrap(xg, u_rest, fold.row, view.m, n_boot, rng)
+    out = {"contrast": c, "within": within, "between": between,
+           "se": max(float(np.std(boot, ddof=1)), 1e-9), "balance": balance,
+           "n_test_rows": fold.n_test_rows}
+    for name, null in (("selection", sel_c), ("matched", match_c)):
+        sd = float(np.std(null, ddof=1))
+        out[name] = {"estimate": c - float(np.mean(null)), "p": _pvalue(c, null),
+                     "z": (c - float(np.mean(null))) / sd if sd > 0 else float("nan"),
+                     "null_mean": float(np.mean(null)), "null_sd": sd, "n": int(null.size)}
+    if keep_nulls:
+        out["_nulls"] = {"selection": sel_c, "matched": match_c, "matched_groups": matched}
+    return out
+
+
+def combine_folds(per_fold: list[dict], sesoi: float, alpha: float) -> list[dict]:
+    """The verdict family: one row per null in VERDICT_NULLS with its folds combined (COMBINE).
+
+    significant: one-sided p <= alpha in both folds. non_superior: in both folds the upper
+    (1 - 2 alpha) bound (row-bootstrap s.e., t quantile with test rows - 1 degrees of freedom:
+    a bootstrap over few rows understates the s.e.) lies below +SESOI - the upper half of the
+    TOST;
+    the claim is one-sided (a module means MORE co-activation; a group less co-activated than
+    a null is no module), and the full two-sided TOST is reported beside it. The interval is
+    the union of the folds' intervals, so both decisions read off it."""
+    dfs = [max(int(f["n_test_rows"]) - 1, 1) for f in per_fold]
+    tq = [_t_quantile(1 - alpha, df) for df in dfs]
+    rows = []
+    for name in VERDICT_NULLS:
+        est = [float(f[name]["estimate"]) for f in per_fold]
+        ps = [float(f[name]["p"]) for f in per_fold]
+        ses = [float(f["se"]) for f in per_fold]
+        eqs = [tost(e, s, -sesoi, sesoi, alpha, df) for e, s, df in zip(est, ses, dfs)]
+        upper = max(e + t * s for e, s, t in zip(est, ses, tq))
+        rows.append({"metric": "contrast", "null": name, "estimate": float(np.mean(est)),
+                     "estimate_by_fold": est, "p_by_fold": ps, "p_max": max(ps),
+                     "se_by_fold": ses,
+                     "ci_low": min(e - t * s for e, s, t in zip(est, ses, tq)),
+                     "ci_high": upper, "non_superior": bool(upper < sesoi),
+                     "non_superiority_p": max(float(stats.t.cdf((e - sesoi) / s, df))
+                                              for e, s, df in zip(est, ses, dfs)),
+                     "tost_equivalent": all(e.equivalent for e in eqs),
+                     "tost_p": max(e.p_value for e in eqs),
+                     "significant": bool(max(ps) <= alpha),
+                     "exceeds_sesoi": bool(np.mean(est) > sesoi),
+                     "z_by_fold": [f[name]["z"] for f in per_fold]})
+    _, q = bh_fdr(np.array([r["p_max"] for r in rows]), alpha)
+    for r, qa in zip(rows, q):
+        r["q_bh"] = float(qa)   # reported; the verdict's family is an intersection-union test
+    return rows
+
+
+def decide_family(family: list[dict], per_fold: list[dict], sesoi: float, alpha: float):
+    """decide_absent on the verdict family (FAMILY_TEXT) with the validity gates."""
+    from harness.verdicts import Gate, decide_absent
+
+    smd = max(f["balance"]["max_abs_smd"] for f in per_fold)
+    rows_min = min(f["n_test_rows"] for f in per_fold)
+    validity = (
+        Gate("matched_balance", bool(smd <= MAX_SMD), smd, MAX_SMD,
+             f"matched random groups are unbalanced (max |SMD| {smd:.2f} > {MAX_SMD:g}): the "
+             "matched null is no control"),
+        Gate("test_rows", bool(rows_min >= MIN_TEST_ROWS), float(rows_min), float(MIN_TEST_ROWS),
+             f"only {rows_min} rows with rare positions in a test half (need "
+             f">= {MIN_TEST_ROWS} for a row bootstrap)"))
+    return decide_absent(
+        equivalent=all(r["non_superior"] for r in family),
+        significant=all(r["significant"] for r in family),
+        estimate=min(r["estimate"] for r in family), sesoi=sesoi,
+        family=FAMILY_TEXT, validity=validity,
+        detail="equivalence here = non-superiority, every upper bound < +SESOI; " + "; ".join(
+            f"vs {r['null']} null: excess r {r['estimate']:+.3f} (folds "
+            f"{', '.join(f'{e:+.3f}' for e in r['estimate_by_fold'])}; p "
+            f"{', '.join(f'{p:.3g}' for p in r['p_by_fold'])}; {100 * (1 - 2 * alpha):.0f}% CI "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}])" for r in family))
+
+
+PLANT_GRID = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2, 3.0, 4.5, 7.0, 12.0)
+
+
+def copula_plant(xg: np.ndarray, loading: float, f: np.ndarray) -> np.ndarray:
+    """A shared factor that leaves every neuron's activation distribution unchanged.
+
+    Each column of xg [n, k] keeps its exact values (so mean, SD and share of active positions
+    - what the matched null matches on - do not move); they are re-ordered so that their
+    normal scores become (z + loading * f) / sqrt(1 + loading^2), i.e. the group co-activates
+    through f. An additive factor would also raise the members' SD and active share, mixing a
+    change of activation statistics into the planted module."""
+    xg = np.asarray(xg)
+    if loading == 0:
+        return xg.copy()
+    n = xg.shape[0]
+    scores = stats.norm.ppf((np.arange(n) + 0.5) / n)   # normal score of each rank
+    z = scores[np.argsort(np.argsort(xg, axis=0, kind="stable"), axis=0)]
+    z = (z + loading * np.asarray(f)[:, None]) / np.sqrt(1.0 + loading ** 2)
+    order = np.argsort(np.argsort(z, axis=0, kind="stable"), axis=0)
+    return np.take_along_axis(np.sort(xg, axis=0), order, axis=0)
+
+
+def plant_curve(x: np.ndarray, sd: np.ndarray, view: "CorrView", group: np.ndarray,
+                xg_raw: np.ndarray, rng: np.random.Generator, draws: int = 4
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(loadings, mean rise of the group's contrast) over PLANT_GRID for copula_plant on this
+    data (made monotone), so that an effect size maps to a loading: plant_for(effect, ...)."""
+    base = float(view.contrast(group[None])[0][0])
+    rise = []
+    for s in PLANT_GRID:
+        vals = [float(view.planted(x, sd, group, copula_plant(
+            xg_raw, s, rng.standard_normal(x.shape[0]))).contrast(group[None])[0][0]) - base
+            for _ in range(draws if s else 1)]
+        rise.append(np.mean(vals))
+    return np.array(PLANT_GRID), np.maximum.accumulate(np.array(rise))
+
+
+def plant_for(effect: float, loadings: np.ndarray, rise: np.ndarray) -> float:
+    """The loading whose expected contrast rise is `effect` (the largest tried if the data
+    cannot reach it: a rank-preserving plant is bounded by the marginals' comonotone r)."""
+    if effect <= 0:
+        return 0.0
+    if effect >= rise[-1]:
+        return float(loadings[-1])
+    i = int(np.searchsorted(rise, effect))
+    r0, r1 = rise[i - 1], rise[i]
+    t = 0.0 if r1 <= r0 else (effect - r0) / (r1 - r0)
+    return float(loadings[i - 1] + t * (loadings[i] - loadings[i - 1]))
+
+
+@dataclass
+class CrossFit:
+    """Everything the cross-fitted claim-2 verdict measured (arrays kept for plots and for
+    own-data power; results.json gets crossfit_result's details)."""
+
+    folds: list[Fold]
+    per_fold: list[dict]
+    family: list[dict]
+    decision: Any
+    reported: list[dict]
+    legacy: list[ClusteringAnalysis | None]
+    halves: tuple[np.ndarray, np.ndarray]
+    sesoi: float
+    alpha: float
+    settings: dict
+
+    @property
+    def headline(self) -> dict:
+        return self.family[0]
+
+
+def _group_ok(group: np.ndarray, m: int) -> np.ndarray:
+    group = np.asarray(group, dtype=np.int64)
+    if group.ndim != 1 or group.size < 4 or np.unique(group).size != group.size:
+        raise BadInputError("the selection must give >= 4 distinct neuron indices (got "
+                            f"{group.size})")
+    if group.min() < 0 or group.max() >= m:
+        raise BadInputError(f"group indices must lie in [0, {m})")
+    return group
+
+
+def crossfit_analysis(acts: np.ndarray, delta: np.ndarray, row: np.ndarray, rare: np.ndarray,
+                      common: np.ndarray, select: Callable[[np.ndarray], np.ndarray], *,
+                      sign: str = "boost", sesoi: float = DEFAULT_SESOI, alpha: float = 0.05,
+                      n_selection: int = 200, n_matched: int = 200, n_random: int = 1000,
+                      n_boot: int = 200, n_cand: int = N_CANDIDATES,
+                      legacy: dict | None = None, graph_stats: bool = True,
+                      seed: int = 0) -> CrossFit:
+    """Claim 2's verdict analysis (see the section comment above).
+
+    acts [n_pos, m] activations and delta [n_pos, m] influences at every evaluated position;
+    row [n_pos]; rare, common: bool [n_pos]; select(mask) -> the group (e.g. the plateau
+    neurons of the rare positions in `mask`); sign: the sign group the selection ranks (the
+    selection null takes the k most influential of that sign on common positions, k = the
+    group's size). legacy: options for clustering_analysis (Louvain Q, signed Q, module_Q,
+    concentration, shuffle/rotation nulls) run per fold on the test half - reported only;
+    None skips it. graph_stats=False skips the reported module_Q / Louvain Q comparisons
+    (calibration runs: they do not enter the verdict)."""
+    acts, delta, row = np.asarray(acts), np.asarray(delta), np.asarray(row)
+    rare, common = np.asarray(rare, dtype=bool), np.asarray(common, dtype=bool)
+    n_pos, m = acts.shape
+    if delta.shape != (n_pos, m) or row.shape != (n_pos,) or rare.shape != (n_pos,) or \
+            common.shape != (n_pos,):
+        raise BadInputError(f"acts/delta must be [n_pos, m] and row/rare/common [n_pos]; got "
+                            f"{acts.shape}, {delta.shape}, {row.shape}, {rare.shape}, "
+                            f"{common.shape}")
+    if np.unique(row[rare]).size < 4:
+        raise BadInputError("need rare positions in at least 4 rows to cross-fit")
+    if n_selection < 2 or n_matched < 2:
+        raise BadInputError("n_selection and n_matched must be >= 2")
+    rng = np.random.default_rng([seed, 2])
+    halves = split_rows(row, rare, rng)
+    folds, per_fold, reported, legacy_out = [], [], [], []
+    for h, name in ((0, "A->B"), (1, "B->A")):
+        sel_rows, test_rows = halves[h], halves[1 - h]
+        in_sel = np.isin(row, sel_rows)
+        sel_rare, test_rare = rare & in_sel, rare & ~in_sel
+        if sel_rare.sum() < 2 or test_rare.sum() < 2:
+            raise BadInputError("too few rare positions in a half to cross-fit")
+        group = _group_ok(select(sel_rare), m)
+        k = group.size
+        raw = acts[test_rare]
+        x = raw.astype(np.float64)
+        x -= x.mean(0)
+        sd = x.std(0)
+        corr = correlation_matrix(raw)
+        view = CorrView(corr)
+        inv_sd = np.where(sd > 0, 1.0 / np.where(sd > 0, sd, 1.0), 0.0)
+        selection = selection_null(delta, np.flatnonzero(common & in_sel), int(sel_rare.sum()),
+                                   k, sign, n_selection, rng)
+        fold = Fold(name, sel_rows, test_rows, int(sel_rare.sum()),
+                    int((common & in_sel).sum()), group, x, row[test_rare], sd, x @ inv_sd,
+                    activation_stats(raw), view, selection,
+                    view.contrast(selection)[0])
+        st = fold_statistics(fold, group, n_matched=n_matched, n_boot=n_boot, rng=rng,
+                             n_cand=n_cand, keep_nulls=True)
+        st.update(fold=name, n_test_rows=fold.n_test_rows, n_test_positions=int(x.shape[0]),
+                  n_rare_select=fold.n_rare_select, k=k, group=group.tolist(),
+                  selection_overlap=float(np.isin(selection, group).mean()))
+        rand = random_groups(m, group, n_random, rng)
+        rand_c = view.contrast(rand)[0]
+        st["_nulls"]["random"] = rand_c
+        sd_r = float(np.std(rand_c, ddof=1))
+        st["random"] = {"estimate": st["contrast"] - float(rand_c.mean()),
+                        "p": _pvalue(st["contrast"], rand_c),
+                        "z": (st["contrast"] - float(rand_c.mean())) / sd_r if sd_r > 0
+                        else float("nan"), "null_mean": float(rand_c.mean()), "null_sd": sd_r,
+                        "n": int(rand_c.size)}
+        if graph_stats:
+            reported += _reported_graph_stats(fold, group, st, rand, alpha)
+        folds.append(fold)
+        per_fold.append(st)
+        legacy_out.append(None if legacy is None else clustering_analysis(
+            raw, row[test_rare], group, corr=corr, alpha=alpha, seed=seed + h, **legacy))
+    family = combine_folds(per_fold, sesoi, alpha)
+    decision = decide_family(family, per_fold, sesoi, alpha)
+    settings = {"n_selection": n_selection, "n_matched": n_matched, "n_random": n_random,
+                "n_boot": n_boot, "n_cand": n_cand, "sign": sign, "seed": seed,
+                "legacy": legacy}
+    return CrossFit(folds, per_fold, family, decision,
+                    _bh_reported(reported, alpha) if reported else [],
+                    legacy_out, halves, sesoi, alpha, settings)
+
+
+def _reported_graph_stats(fold: Fold, group: np.ndarray, st: dict, rand: np.ndarray,
+                          alpha: float) -> list[dict]:
+    """module_Q and the paper's Louvain Q of the group vs the selection, matched and random
+    nulls on this fold's test positions, and the contrast vs unmatched random groups: reported
+    comparisons (Q drops for a cohesive module: see the module docstring)."""
+    view = fold.view
+    deg = positive_degrees(view.base)
+    two_w = max(float(deg.sum()), 1e-300)
+    nulls = {"selection": fold.selection, "matched": st["_nulls"]["matched_groups"],
+             "random": rand}
+    out = [{"fold": fold.name, "metric": "contrast", "null": "random", "observed":
+            st["contrast"], **{k: st["random"][k] for k in ("z", "p", "null_mean", "null_sd")}}]
+    w_obs = view.block(group[None])
+    mq_obs = float(module_q(w_obs, deg[group].sum()[None], two_w)[0])
+    q_obs = float(group_modularity(w_obs[0])[0][0])
+    st["module_Q"], st["Q"] = mq_obs, q_obs
+    for null_name, groups in nulls.items():
+        w = view.block(groups)
+        for metric, obs, null in (("module_Q", mq_obs, module_q(w, deg[groups].sum(1), two_w)),
+                                  ("Q", q_obs, group_modularity(w)[0])):
+            sd = float(np.std(null, ddof=1))
+            out.append({"fold": fold.name, "metric": metric, "null": null_name,
+                        "observed": obs, "z": (obs - float(null.mean())) / sd if sd > 0
+                        else float("nan"), "p": _pvalue(obs, null),
+                        "null_mean": float(null.mean()), "null_sd": sd})
+            if null_name == "selection" and metric == "module_Q":
+                st["_nulls"]["module_Q|selection"] = null
+    return out
+
+
+def _bh_reported(rows: list[dict], alpha: float) -> list[dict]:
+    """Reported comparisons, combined over folds as the verdict is (p = max over folds), BH
+    across them (a reported family, not the verdict's)."""
+    keys = list(dict.fromkeys((r["metric"], r["null"]) for r in rows))
+    out = []
+    for metric, null in keys:
+        rs = [r for r in rows if (r["metric"], r["null"]) == (metric, null)]
+        out.append({"metric": metric, "null": null, "p_max": max(r["p"] for r in rs),
+                    "z_by_fold": [r["z"] for r in rs],
+                    "observed_by_fold": [r["observed"] for r in rs],
+                    "null_mean_by_fold": [r["null_mean"] for r in rs]})
+    _, q = bh_fdr(np.array([r["p_max"] for r in out]), alpha)
+    for r, qa in zip(out, q):
+        r["q"] = float(qa)
+    return out
+
+
+def crossfit_own_power(cf: CrossFit, *, reps: int, seed: int = 0,
+                       factors: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0), n_matched: int = 100,
+                       n_boot: int = 50):
+    """Power at the SESOI, MDE and false-positive rate of the verdict on this run's own data.
+
+    plant: the REAL test-half activations of the group, in each fold, given a shared
+    standard-normal factor by copula_plant (each neuron keeps its activation distribution; the
+    loading is read off plant_curve so that the group's contrast rises by the effect in
+    expectation); correlations, selection-null contrasts and matched draws are recomputed
+    from the modified activations. null: the group replaced in each fold
+    by one of that fold's selection-null groups (a group the same selection made on common
+    positions - the 'shuffled labels' of this claim), tested against the other draws.
+    Replicates are cheaper than the verdict itself (fewer matched groups and bootstrap
+    draws; no Louvain/legacy statistics, which do not enter the verdict)."""
+    from harness.stats.own_power import own_data_power
+
+    curve_rng = np.random.default_rng([seed, 77])
+    curves = [plant_curve(fold.x, fold.sd, fold.view, fold.group, fold.x[:, fold.group],
+                          curve_rng) for fold in cf.folds]
+
+    def decide(state: dict) -> str:
+        rng = state["rng"]
+        per = []
+        for fold, kw in zip(cf.folds, state["folds"]):
+            st = fold_statistics(fold, rng=rng, n_matched=n_matched, n_boot=n_boot,
+                                 n_cand=cf.settings["n_cand"], **kw)
+            per.append(st)
+        return decide_family(combine_folds(per, cf.sesoi, cf.alpha), per, cf.sesoi,
+                             cf.alpha).verdict
+
+    def null(rng: np.random.Generator) -> dict:
+        folds = []
+        for fold in cf.folds:
+            b = int(rng.integers(len(fold.selection)))
+            folds.append({"group": fold.selection[b],
+                          "selection_c": np.delete(fold.selection_c, b)})
+        return {"rng": rng, "folds": folds}
+
+    def plant(rng: np.random.Generator, effect: float) -> dict:
+        folds = []
+        for fold, (loads, rise) in zip(cf.folds, curves):
+            g = fold.group
+            xg = copula_plant(fold.x[:, g], plant_for(effect, loads, rise),
+                              rng.standard_normal(fold.x.shape[0]))
+            view = fold.view.planted(fold.x, fold.sd, g, xg)
+            folds.append({"group": g, "view": view, "xg": xg,
+                          "selection_c": view.contrast(fold.selection)[0]})
+        return {"rng": rng, "folds": folds}
+
+    base_c = ", ".join(f"{f['contrast']:+.3f}" for f in cf.per_fold)
+    reach = min(float(r[-1]) for _, r in curves)
+    how = (f"plant: copula_plant - the group's real test-half activations re-ordered within "
+           f"each neuron to share an N(0,1) factor (marginals, hence the matching statistics, "
+           f"unchanged), loading interpolated for an expected contrast rise of effect "
+           f"(largest reachable rise {reach:.3f}); base contrasts by fold: "
+           f"{base_c}; base excess over the "
+           f"selection null {cf.headline['estimate']:+.3f}, so planted groups carry that plus "
+           f"the effect); null: a selection-null group in place of the group, vs the other "
+           f"{cf.settings['n_selection'] - 1} draws; replicates use {n_matched} matched "
+           f"groups and {n_boot} bootstrap draws (verdict: {cf.settings['n_matched']} / "
+           f"{cf.settings['n_boot']}), reuse the selection-null groups, no Louvain")
+    return own_data_power(decide, plant, null, sesoi=cf.sesoi, detect="refuted", reps=reps,
+                          factors=factors, seed=seed, how=how)
+
+
+def crossfit_result(cf: CrossFit, own_power=None) -> TestResult:
+    """The claim-2 TestResult: verdict from the decision; headline = the excess contrast over
+    the selection null (fold mean) with the union of the folds' (1 - 2 alpha) intervals (the
+    TOSTs'); p = the intersection-union p (max over the family); Q and the other graph
+    statistics in the details."""
+    head = cf.headline
+    public = [{k: v for k, v in f.items() if not k.startswith("_")} for f in cf.per_fold]
+    legacy = []
+    for f, a in zip(cf.per_fold, cf.legacy):
+        if a is None:
+            continue
+        legacy.append({"fold": f["fold"], "Q": a.q, "Q_signed": a.q_signed,
+                       "module_Q": a.module_q, "concentration": a.concentration,
+                       "entropy": a.entropy, "locality": a.locality,
+                       "comparisons": [c.to_dict() for c in a.comparisons],
+                       **{k: v for k, v in a.extra.items() if k not in _LEGACY_DROP}})
+    mean = (lambda key: float(np.mean([f[key] for f in public])))
     details = {
-        "message": message, "inconclusive": inconclusive, "clustered": bool(hits),
-        "equivalent": equivalent,
-        "equivalence": {n: str(e) for n, e in a.equivalence.items()},
-        "equivalence_p": {n: e.p_value for n, e in a.equivalence.items()},
-        "correction": "BH over {Q, Q_signed, module_Q, concentration} vs random groups "
-                      "(verdict); BH over the shuffle/rotation comparisons (reported only)",
-        "Q": a.q, "Q_signed": a.q_signed, "module_Q": a.module_q,
-        "concentration": a.concentration, "entropy": a.entropy, "locality": a.locality,
-        "comparisons": [c.to_dict() for c in a.comparisons],
-        "null_quantiles": {name: np.quantile(v, [0.05, 0.5, 0.95]).tolist()
-                           for name, v in a.nulls.items()},
-        "ci_method": "normal interval from the row-bootstrap SD of z(Q); the null is held fixed",
-        "paper": PAPER, **a.extra,
+        "decision": cf.decision.to_dict(), "message": cf.decision.reason,
+        "sesoi": cf.sesoi, "effect_measure": EFFECT_MEASURE,
+        "family": cf.family, "correction": FAMILY_TEXT,
+        "crossfit": {"unit": "rows", "halves": {"A": cf.halves[0].tolist(),
+                                                 "B": cf.halves[1].tolist()},
+                     "folds": public, "combine": COMBINE},
+        "contrast": mean("contrast"), "within": mean("within"), "between": mean("between"),
+        "module_Q": mean("module_Q") if "module_Q" in public[0] else None,
+        "Q": mean("Q") if "Q" in public[0] else None,
+        "Q_signed": (float(np.mean([a["Q_signed"] for a in legacy])) if legacy else None),
+        "concentration": (float(np.mean([a["concentration"] for a in legacy])) if legacy
+                          else None),
+        "unmatched_random": {"estimate": mean_of(public, "random", "estimate"),
+                             "p_max": max(f["random"]["p"] for f in public)},
+        "reported": cf.reported, "reported_correction": "BH over the reported comparisons "
+        "(contrast vs unmatched random groups; module_Q and Louvain Q vs the selection, "
+        "matched and random nulls), each p the max over the folds; not used for the verdict",
+        "legacy": legacy, "settings": cf.settings, "paper": PAPER,
+        "ci_method": (f"union of the two folds' {100 * (1 - 2 * cf.alpha):.0f}% normal "
+                      "intervals (the TOSTs') from the row-bootstrap s.e. of the group's "
+                      "contrast; the null means are held fixed"),
     }
+    if own_power is not None:
+        details["own_power"] = own_power.to_dict()
     return TestResult(
-        name="claim2_no_clustering", statistic=a.q,
-        p_value=float(min(c.p_adj for c in verdict_family)), effect=qz.z,
-        ci_low=qz.z - z_ci, ci_high=qz.z + z_ci,
-        verdict="supported" if (equivalent and not hits) else "not supported",
-        effect_name="z(Q vs random groups)", alpha=alpha, details=details)
+        name="claim2_no_clustering", statistic=details["contrast"],
+        p_value=float(max(r["p_max"] for r in cf.family)), effect=head["estimate"],
+        ci_low=head["ci_low"], ci_high=head["ci_high"], verdict=cf.decision.verdict,
+        effect_name=EFFECT_NAME, alpha=cf.alpha, details=details)
+
+
+# the first version's z-TOST of Q / module_Q vs random groups: superseded by the verdict above
+_LEGACY_DROP = ("all_positions", "tost_margin_z", "non_superiority_upper_z", "z_se_boot")
+
+
+def mean_of(rows: list[dict], key: str, sub: str) -> float:
+    return float(np.mean([r[key][sub] for r in rows]))
+
+
+EFFECT_NAME = "excess contrast vs selection null (r, cross-fitted)"
+EFFECT_MEASURE = ("contrast = mean r over the group's pairs minus mean r of its members with "
+                  "the rest of the layer (rare positions of the test half); effect = the "
+                  "group's contrast minus the mean contrast of the null groups, averaged over "
+                  "the two cross-fit folds, in correlation units")
+FAMILY_TEXT = ("intersection-union over {contrast vs selection null, contrast vs matched null} x "
+               "{fold A->B, B->A}: refuted needs every member significant at alpha and both "
+               "nulls' fold-mean estimates above the SESOI (an IUT: its error rate is at most "
+               "alpha without correction); supported needs the upper (1 - 2 alpha) bound below "
+               "the SESOI in every member (non-superiority, the upper half of the TOST; also an "
+               "intersection, so no correction)")

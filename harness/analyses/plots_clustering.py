@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness.analyses.clustering import ClusteringAnalysis  # noqa: E402
+from harness.analyses.clustering import CrossFit  # noqa: E402
 from harness.analyses.figio import save_figure  # noqa: E402
 
 
@@ -55,20 +55,32 @@ def plot_community_map(layer_labels: np.ndarray, group: np.ndarray, path: str | 
     return save_figure(fig, path)
 
 
-def plot_nulls(analysis: ClusteringAnalysis, path: str | Path) -> Path:
-    """One histogram per null distribution with the observed value as a vertical line."""
-    observed = {"Q": analysis.q, "Q_signed": analysis.q_signed, "module_Q": analysis.module_q,
-                "concentration": analysis.concentration, "locality": analysis.locality}
-    names = list(analysis.nulls)
-    cols = 3
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    for ax, name in zip(axes.ravel(), names):
-        metric, null = name.split("|")
-        ax.hist(analysis.nulls[name], bins=30, color="lightgrey")
-        ax.axvline(observed[metric], color="tab:red", lw=2)
-        ax.set_title(f"{metric} vs {null} null", fontsize=9)
-    for ax in axes.ravel()[len(names):]:
-        ax.axis("off")
-    return save_figure(fig, path)
+def plot_nulls(cf: CrossFit, path: str | Path) -> Path:
+    """The verdict's nulls, one row per cross-fit fold: the contrast of every null group
+    (selection null, matched null, and the unmatched random groups the paper used, reported
+    only) as an excess over that null's mean, the group's excess (red) with its (1 - 2 alpha)
+    interval (red band), and the SESOI (dashed: refuted needs the excess beyond it, supported
+    needs the whole interval below it, against both verdict nulls in both folds)."""
+    from scipy import stats
 
+    names = ("selection", "matched", "random")
+    fig, axes = plt.subplots(len(cf.per_fold), 3, figsize=(13, 3.2 * len(cf.per_fold)),
+                             squeeze=False)
+    for row_axes, fold in zip(axes, cf.per_fold):
+        t = stats.t.ppf(1 - cf.alpha, max(fold["n_test_rows"] - 1, 1))
+        for ax, name in zip(row_axes, names):
+            null = np.asarray(fold["_nulls"][name])
+            excess = null - null.mean()
+            est = fold[name]["estimate"]
+            ax.hist(excess, bins=30, color="lightgrey")
+            ax.axvspan(est - t * fold["se"], est + t * fold["se"], color="tab:red", alpha=0.15)
+            ax.axvline(est, color="tab:red", lw=2)
+            for x in (-cf.sesoi, cf.sesoi):
+                ax.axvline(x, color="k", ls="--", lw=1)
+            role = "verdict" if name != "random" else "reported"
+            ax.set_title(f"{fold['fold']}: vs {name} null ({role})\nexcess {est:+.3f}, "
+                         f"p {fold[name]['p']:.3g}, k={fold['k']}", fontsize=9)
+            ax.set_xlabel("contrast - null mean (r)")
+    fig.suptitle(f"claim 2: {cf.decision.verdict} (SESOI {cf.sesoi:g}, dashed)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
