@@ -206,17 +206,25 @@ def lift_scan(curves_a: np.ndarray, curves_b: np.ndarray, width: int, ranks: int
 @dataclass(frozen=True)
 class ScanNull:
     """The permutation null of the width scan: per-width mean and s.d. of the lift, and the
-    null distribution of the maximum standardised lift."""
+    null distribution of the maximum standardised lift.
+
+    The standardisation is computed over the observed labelling and the permutations
+    together, so it is a symmetric function of all n + 1 labellings and the observed maximum
+    is exchangeable with the permuted ones under H0 (exact p-value). Standardising by the
+    permutations alone shrinks each permuted maximum by its own contribution to the s.d. and
+    made the test anti-conservative (10% at alpha = 0.05 with 199 permutations of a 6,400-
+    neuron layer)."""
 
     mean: np.ndarray   # [W]
     sd: np.ndarray     # [W]
     t_max: np.ndarray  # [n_perm]
 
     @classmethod
-    def from_lifts(cls, lifts: np.ndarray) -> "ScanNull":
+    def from_lifts(cls, lifts: np.ndarray, observed: np.ndarray | None = None) -> "ScanNull":
+        pooled = lifts if observed is None else np.vstack([np.atleast_2d(observed), lifts])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            mean, sd = np.nanmean(lifts, 0), np.nanstd(lifts, 0, ddof=1)
+            mean, sd = np.nanmean(pooled, 0), np.nanstd(pooled, 0, ddof=1)
         sd = np.where(sd > 0, sd, np.nan)
         return cls(mean, sd, _max_z(lifts, mean, sd))
 
@@ -507,7 +515,7 @@ class _Pool:
             lab = self.perms[s:s + 4 * _CHUNK]
             self.perm_sums[s:s + lab.shape[0]] = self.sgn * weighted_sums(lab, self.delta)
         self.boot_w = resample_weights(n_rows, n_boot, rng)
-        self._nulls: dict[int, tuple[ScanNull, np.ndarray]] = {}
+        self._nulls: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def labelled(self, labels: np.ndarray, plant: _Plant | None = None) -> _Labelled:
         idx = np.flatnonzero(labels)
@@ -530,8 +538,10 @@ class _Pool:
         return _scan_sorted(ya, yb, self.width, self.ranks), _window_sorted(ya, yb, self.r1,
                                                                             self.r2)
 
-    def null(self, lab: _Labelled, n_perm: int) -> tuple[ScanNull, np.ndarray]:
-        """The permutation null of a labelling (with its plant moving with the labels)."""
+    def null(self, lab: _Labelled, n_perm: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scan lifts [n_perm, W], fixed-window lifts [n_perm]) of the permuted labellings
+        (a plant moves with the labels: under permutation p the planted positions still
+        labelled rare are o_p = |perm_p & labels|)."""
         if lab.plant is None and n_perm in self._nulls:
             return self._nulls[n_perm]
         S = self.perm_sums[:n_perm]
@@ -541,8 +551,7 @@ class _Pool:
             j, add = lab.plant.neurons, lab.plant.add
             rare[:, j] += np.outer(o / self.n_r, add)
             common[:, j] += np.outer((self.n_r - o) / self.n_c, add)
-        scan, fixed = self.stats(rare, common)
-        out = (ScanNull.from_lifts(scan), fixed)
+        out = self.stats(rare, common)
         if lab.plant is None:
             self._nulls[n_perm] = out
         return out
@@ -593,7 +602,8 @@ def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: 
     a, b = pool.curves(lab)
     scan, fixed = pool.stats(a, b)
     scan, fixed = scan[0], float(fixed[0])
-    null, null_fixed = pool.null(lab, n_perm)
+    null_lifts, null_fixed = pool.null(lab, n_perm)
+    null = ScanNull.from_lifts(null_lifts, scan)
     z = null.z(scan)
     t_obs = float(_max_z(scan, null.mean, null.sd)[0])
     width = int(_argmax_width(z)[0])

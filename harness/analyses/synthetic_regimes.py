@@ -168,7 +168,7 @@ def plan(kind: str = "full") -> list[dict]:
                           "seed": seed})
 
     doc = _effect_label(DOC_EFFECT)
-    n_null = {512: 400, 1536: 300, 6400: 100}  # replicates per layer (cost grows with m)
+    n_null = {512: 400, 1536: 300, 6400: 200}  # replicates per layer (cost grows with m)
     n_power = {512: 100, 1536: 60, 6400: 30}
     for m in LAYERS:
         add("supported", f"m={m} null", "fpr", "supported", {"m": m}, n_null[m], 60, 0.05,
