@@ -17,7 +17,8 @@ DPI = 100
 FOREST_WIDTH_IN = 8.0
 ROW_HEIGHT_IN = 0.3
 PANEL_PAD_IN = 0.9
-VERDICT_COLORS = {"supported": "#1b7837", "not supported": "#b2182b", "untestable": "#7f7f7f"}
+VERDICT_COLORS = {"supported": "#1b7837", "refuted": "#b2182b", "inconclusive": "#e08214",
+                  "untestable": "#7f7f7f"}
 
 
 def forest_height_in(rows_per_panel: list[int]) -> float:
@@ -26,9 +27,12 @@ def forest_height_in(rows_per_panel: list[int]) -> float:
 
 
 def forest_plot(panels: dict[str, list[dict]], path: str | Path) -> Path | None:
-    """panels: title -> rows {label, effect, ci_low, ci_high, verdict, effect_name}.
+    """panels: title -> rows {label, effect, ci_low, ci_high, verdict, effect_name, sesoi,
+    direction}.
 
     Rows without a finite effect are left out; returns None when nothing is left to draw.
+    Each panel draws its claim's SESOI (dashed: +SESOI for an existence claim, the +-SESOI
+    equivalence margin for an absence claim), the lines its verdicts are decided against.
     Saved at FOREST_WIDTH_IN x forest_height_in(...) inches and DPI, no PNG software tag, so
     the same input gives the same bytes.
     """
@@ -64,6 +68,12 @@ def _panel(ax, title: str, rows: list[dict]) -> None:
             ax.hlines(y, lo, hi, color=color, linewidth=2)
         ax.plot(eff, y, "o", color=color, markersize=5)
     ax.axvline(0.0, color="black", linewidth=0.8, linestyle=":")
+    sesois = {(r.get("sesoi"), r.get("direction")) for r in rows if r.get("sesoi")}
+    for sesoi, direction in sesois:
+        for x in ([sesoi] if direction == "exists" else [-sesoi, sesoi]):
+            ax.axvline(x, color="#555555", linewidth=0.8, linestyle="--")
+        ax.text(sesoi, len(rows) - 0.35, " SESOI" if direction == "exists" else " +-SESOI",
+                fontsize=6, color="#555555", va="bottom")
     ax.set_yticks(ys, [r["label"] for r in rows], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     names = sorted({r.get("effect_name") or "effect" for r in rows})

@@ -16,7 +16,8 @@ from typing import Any
 from harness.errors import BadInputError
 
 SCHEMA_NAME = "rarebench.results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: three verdicts ('not supported'); read, upgraded
 
 # Canonical claim keys -> (number, title). Other claim names are kept as given.
 CLAIMS: dict[str, tuple[int, str]] = {
@@ -90,9 +91,10 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
         raise BadInputError(f"{source} is not a rarebench results file (no \"schema\": "
                             f"\"{SCHEMA_NAME}\"); pass the results.json written by `rarebench run`")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BadInputError(f"{source} has schema_version {version!r}; this rarebench reads "
-                            f"version {SCHEMA_VERSION} (re-run `rarebench run` to regenerate it)")
+                            f"versions {READABLE_VERSIONS} (re-run `rarebench run` to "
+                            "regenerate it)")
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
             raise BadInputError(f"{source}: field {key!r} must be a {kind.__name__}")
@@ -101,6 +103,25 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
         if missing:
             raise BadInputError(f"{source}: claims[{i}] lacks {', '.join(missing)}")
     return data
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 results dict in version-2 terms: each record's verdict in the four words
+    (harness.verdicts.from_v1; the original word is kept as details['verdict_v1'])."""
+    if data.get("schema_version") != 1:
+        return data
+    from harness.verdicts import from_v1
+
+    out = {**data, "schema_version": SCHEMA_VERSION, "upgraded_from": 1, "claims": []}
+    for rec in data["claims"]:
+        result = dict(rec.get("result") or {})
+        details = dict(result.get("details") or {})
+        if result.get("verdict") is not None:
+            details.setdefault("verdict_v1", result["verdict"])
+            result["verdict"] = from_v1(result["verdict"], details)
+        result["details"] = details
+        out["claims"].append({**rec, "result": result})
+    return out
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -112,7 +133,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"results file {path} is not valid JSON ({exc})") from None
-    return validate(data, source=str(path))
+    return upgrade(validate(data, source=str(path)))
 
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:

@@ -85,3 +85,32 @@ def calibration_row(name: str, setting: str, n_reps: int, rejections: int, alpha
 
 def calibration_table(rows: list[CalibrationRow]) -> str:
     return "\n".join([HEADER, *(r.markdown() for r in rows)])
+
+
+# ---------------------------------------------------------------- generated calibration files
+
+def calibration_record(claim: str, rows: list[CalibrationRow], settings: dict,
+                       code_files: tuple[str, ...]) -> dict:
+    """The JSON beside reports/CALIBRATION.md for one claim: every row, the settings that made
+    it and a digest of the code that computed it (so a stale file is detectable)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for rel in sorted(code_files):
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return {"schema": 1, "claim": claim, "settings": settings, "code_files": sorted(code_files),
+            "code_sha256": h.hexdigest(), "rows": [r.to_dict() for r in rows]}
+
+
+def agrees(committed: CalibrationRow | dict, fresh: CalibrationRow | dict, z: float = 3.0) -> bool:
+    """Do two Monte-Carlo rates agree within `z` combined standard errors (each s.e. taken at
+    the pooled rate, so two zero rates agree and a 0 vs 0.3 difference does not)?"""
+    a = committed if isinstance(committed, dict) else committed.to_dict()
+    b = fresh if isinstance(fresh, dict) else fresh.to_dict()
+    na, nb = a["n_reps"], b["n_reps"]
+    pooled = (a["rate"] * na + b["rate"] * nb) / (na + nb)
+    se = math.sqrt(max(pooled * (1 - pooled), 1.0 / (na + nb)) * (1 / na + 1 / nb))
+    return abs(a["rate"] - b["rate"]) <= z * se

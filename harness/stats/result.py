@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-VERDICTS = ("supported", "not supported", "untestable")
+from harness.verdicts import VERDICTS, from_v1
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,19 @@ class TestResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.verdict == "not supported":  # a version-1 word: read it in today's terms
+            object.__setattr__(self, "verdict", from_v1(self.verdict, self.details))
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
     @property
     def supported(self) -> bool:
         return self.verdict == "supported"
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """The decision record (harness.verdicts.Decision.to_dict()), {} if none."""
+        return self.details.get("decision") or {}
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
