@@ -154,16 +154,24 @@ def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: li
         return f"## Summary\n\n{counts} No claim produced a result in this run."
     rows = [(_claim_title(r["claim"]), r["model"], _num(r.get("seed")), _rarity(r["settings"]),
              _variant(r["settings"]), _verdict(r["result"]), _effect_ci(r["result"]),
-             _num(r["result"].get("p_value")), _num(q.get(id(r))),
-             _num(_calibration(r, "power")), _num(_calibration(r, "fpr")))
+             _num(r["result"].get("p_value")), _num(q.get(id(r))), _sesoi(r), _power(r),
+             _num(_calibration(r, "mde80")), _num(_calibration(r, "fpr")))
             for r in records]
     table = tabulate(rows, headers=["claim", "model", "seed", "rarity", "variant", "verdict",
-                                    "effect [CI]", "p", "q", "power", "FPR"],
+                                    "effect [CI]", "p", "q", "SESOI", "power (s.e.)",
+                                    "MDE 80%", "FPR"],
                      tablefmt="github", disable_numparse=True)
     text = (f"## Summary\n\n{counts}\n\n{table}\n\n"
-            f"q: {Q_FAMILY}, unless the claim test reports its own q-value. Power: detection rate "
-            "on a planted effect; FPR: rejection rate on a null (the claim test's calibration). "
-            "A 'not supported' verdict is a result, not an error.")
+            f"q: {Q_FAMILY}, unless the claim test reports its own q-value. Verdicts: "
+            "**supported** (the claim holds at the stated level), **refuted** (the data "
+            "contradict it), **inconclusive** (the data cannot decide: too little data or a "
+            "failed validity gate, reason in the claim's caveats), **untestable** (a "
+            "precondition failed: the model never learned its rare tokens). SESOI: the "
+            "smallest effect of interest each claim states in advance. Power: how often the "
+            "claim's full decision rule finds an effect of exactly the SESOI planted into this "
+            "run's own data; MDE 80%: the smallest planted effect found 80% of the time; FPR: "
+            "how often it 'finds' one on label-shuffled copies of the same data. A verdict is a "
+            "result, not an error.")
     if png is not None:
         text += f"\n\n![effect sizes with CIs per claim and model]({png.name})"
     return text
@@ -179,7 +187,7 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
                  _variant(r["settings"]),
                  r["result"].get("effect_name", "effect"), _effect_ci(r["result"]),
                  _num(r["result"].get("statistic")), _num(r["result"].get("p_value")),
-                 _num(q.get(id(r))), _num(_calibration(r, "power")),
+                 _num(q.get(id(r))), _power(r),
                  _num(_calibration(r, "fpr")), _verdict(r["result"]),
                  r.get("test_outcome") or "-", _num(r.get("wall_time_s")))
                 for r in mine]
@@ -245,6 +253,9 @@ def _caveats_block(records: list[dict]) -> str:
                 notes.append(str(details[key]))
         caveats = details.get("caveats") or []
         notes.extend([caveats] if isinstance(caveats, str) else map(str, caveats))
+        freq = str((r.get("settings") or {}).get("frequency") or "")
+        if freq.startswith(("proxy", "weak proxy")):
+            notes.append(f"{freq} - not the model's training counts; rarity is approximate")
         if r["result"]["verdict"] == "untestable" and not notes:
             notes.append("untestable (no reason given)")
         lines.extend(f"- {_who(r)}: {n}" for n in notes)
@@ -322,9 +333,8 @@ def _variant(settings: dict) -> str:
 
 
 def _verdict(result: dict) -> str:
-    """The verdict, marked when 'not supported' only because equivalence was not shown."""
-    inconclusive = (result.get("details") or {}).get("inconclusive")
-    return result["verdict"] + (" (inconclusive)" if inconclusive else "")
+    """One of the four verdicts (version-1 files are upgraded on load)."""
+    return result["verdict"]
 
 
 def _rarity(settings: dict) -> str:
@@ -338,12 +348,28 @@ def _rarity(settings: dict) -> str:
 
 
 def _calibration(r: dict, kind: str) -> float | None:
-    names = {"power": ("power",), "fpr": ("fpr", "false_positive_rate")}[kind]
-    for source in (r.get("calibration") or {}, r["result"].get("details") or {}):
+    """Power at the SESOI / false-positive rate / MDE measured on the run's own data
+    (details['own_power']); a version-1 record's synthetic calibration otherwise."""
+    names = {"power": ("power",), "fpr": ("fpr", "false_positive_rate"),
+             "mde80": ("mde80",)}[kind]
+    own = (r["result"].get("details") or {}).get("own_power") or {}
+    for source in (own, r.get("calibration") or {}, r["result"].get("details") or {}):
         for name in names:
             if _finite(source.get(name)):
                 return float(source[name])
     return None
+
+
+def _power(r: dict) -> str:
+    own = (r["result"].get("details") or {}).get("own_power") or {}
+    if _finite(own.get("power")):
+        return f"{_num(own['power'])} ({_num(own.get('power_se'))}, n={own.get('n_reps')})"
+    return _num(_calibration(r, "power"))
+
+
+def _sesoi(r: dict) -> str:
+    dec = (r["result"].get("details") or {}).get("decision") or {}
+    return _num(dec.get("sesoi")) if dec.get("sesoi") is not None else "-"
 
 
 def _effect_ci(res: dict) -> str:
@@ -381,7 +407,9 @@ def _forest_row(r: dict) -> dict:
     return {"label": _who(r), "effect": res.get("effect") if _finite(res.get("effect")) else None,
             "ci_low": res.get("ci_low") if _finite(res.get("ci_low")) else None,
             "ci_high": res.get("ci_high") if _finite(res.get("ci_high")) else None,
-            "verdict": res["verdict"], "effect_name": res.get("effect_name")}
+            "verdict": res["verdict"], "effect_name": res.get("effect_name"),
+            "sesoi": (res.get("details") or {}).get("decision", {}).get("sesoi"),
+            "direction": (res.get("details") or {}).get("decision", {}).get("direction")}
 
 
 def _copy_figures(records: list[dict], source_dir: Path, out_dir: Path) -> None:
