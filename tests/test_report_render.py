@@ -62,13 +62,14 @@ def test_report_content(tmp_path):
     headers = [h.strip() for h in text.split("## Summary")[1].split("\n")
                if h.startswith("| claim")][0].split("|")[1:-1]
     assert [h.strip() for h in headers] == ["claim", "model", "seed", "rarity", "variant",
-                                            "verdict", "effect [CI]", "p", "q", "power", "FPR"]
+                                            "verdict", "effect [CI]", "p", "q", "SESOI",
+                                            "power (s.e.)", "MDE 80%", "FPR"]
     # claim order 1, 2, 3; models sorted within a claim
     order = [m.group(1) for m in re.finditer(r"^\| (Claim \d: [^|]+?) +\| (\S+)", text, re.M)]
     assert order == ["Claim 1: Dual regimes"] * 2 + ["Claim 2: No clustering",
                                                      "Claim 3: No routing"]
     assert re.search(r"\| tiny-gpt2 +\| 0 +\| target q15 +\| - +\| supported +\| 2 \[1\.5, 2\.5\] +"
-                     r"\| 0\.01 +\| 0\.02 +\| 0\.85 +\| 0\.05 +\|", text)
+                     r"\| 0\.01 +\| 0\.02 +\| - +\| 0\.85 +\| n/a +\| 0\.05 +\|", text)
     for paper in PAPER_NUMBERS["dual-regimes"]:
         assert paper.value in text
     assert "tiny-pythia, seed 0, target q15: 2 / 11.5 / 86.5" in text  # ours beside P3 split
@@ -124,9 +125,9 @@ def test_calibration_rows_become_power_and_fpr():
     assert _calibration_dict({"power": 0.9}) == {"power": 0.9}
 
 
-def test_variant_and_inconclusive_labels():
-    """Records of one claim that differ only by ablation mode/scope/group are told apart, and a
-    'not supported' that is only a failed equivalence says so."""
+def test_variant_and_verdict_labels():
+    """Records of one claim that differ only by ablation mode/scope/group are told apart, and
+    the verdict is printed as one of the four words (version-1 files are upgraded on load)."""
     from harness.report.render import _variant, _verdict
 
     assert _variant({"mode": "bos", "scope": "all-positions", "layers": "all",
@@ -135,8 +136,6 @@ def test_variant_and_inconclusive_labels():
                      "rows_ablated": 12}) == "zero single-query last 6 12 rows"
     assert _variant({"group": "plateau-boost"}) == "plateau-boost"
     assert _variant({"rarity": {"q": 50}}) == "-"
-    assert _verdict({"verdict": "not supported", "details": {"inconclusive": True}}) == \
-        "not supported (inconclusive)"
-    assert _verdict({"verdict": "not supported", "details": {"inconclusive": False}}) == \
-        "not supported"
+    for word in ("supported", "refuted", "inconclusive", "untestable"):
+        assert _verdict({"verdict": word, "details": {"inconclusive": True}}) == word
     assert _verdict({"verdict": "supported"}) == "supported"
