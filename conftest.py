@@ -8,6 +8,7 @@ weights are absent is *skipped with the reason and the fix*, never faked.
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import pytest
@@ -58,8 +59,6 @@ def pytest_addoption(parser):
                     help="result store directory (default: $RAREBENCH_CACHE or a temp dir)")
     group.addoption("--groups", default="plateau-boost",
                     help="claim 2 neuron groups: plateau-boost, top{10,50,100}-{boost,suppress}")
-    group.addoption("--update-golden", action="store_true",
-                    help="rewrite fixtures/golden/ from this run (tiny fixtures only)")
     group.addoption("--routing-layers", default="auto",
                     help="claim 3 heads ablated: auto (all layers on CUDA; on CPU the last 6 "
                          "layers of models deeper than 12), all, or k (the last k layers)")
@@ -67,9 +66,22 @@ def pytest_addoption(parser):
                     help="claim 3 rows ablated: auto (every evaluation row on CUDA; on CPU 12 "
                          "for models deeper than 12 layers, else 64; 8 / 32 with --quick) or N "
                          "(capped at the evaluation rows)")
+    group.addoption("--routing-modes", default="bos,zero,mean",
+                    help="claim 3 comma list of head-ablation modes: bos (the paper's), zero, "
+                         "mean (default all three; each is its own test case)")
     group.addoption("--routing-scope", default="all-positions",
                     help="claim 3 comma list of ablation scopes: all-positions, single-query "
                          "(each is its own test case; goldens exist for all-positions only)")
+    group.addoption("--power-reps", default=100, type=_power_reps,
+                    help="replicates per planted effect size and for the null in each claim's "
+                         "own-data power (default 100: Monte-Carlo s.e. <= 0.05; CI uses 8)")
+    group.addoption("--rarity-ties", default="strict", choices=("strict", "include"),
+                    help="types tied at the rarity cutoff: strict (default; the original code: "
+                         "rare iff p < cutoff) or include (p <= cutoff)")
+    group.addoption("--mu-over", default="all", choices=("all", "kept"),
+                    help="positions the mean-ablation value mu is averaged over: all (default; "
+                         "the original code: every evaluation position, BOS and last included) "
+                         "or kept (only the positions kept by the paper's filters)")
     group.addoption("--eval-rows", default=None,
                     help="evaluation rows per model (default: the CPU-sized default; changes "
                          "the evaluation set and store key: goldens hold for the default only)")
@@ -77,6 +89,16 @@ def pytest_addoption(parser):
                     help="sampled common positions per model (default: the CPU-sized default; "
                          "changes the evaluation set and store key: goldens hold for the "
                          "default only)")
+
+
+def _power_reps(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}; use a positive integer")
+    return n
 
 
 def pytest_configure(config):
@@ -87,13 +109,15 @@ def pytest_configure(config):
 
 def _check_claim_options(config) -> None:
     from harness.claimkit import (parse_eval_overrides, parse_routing_layers,
-                                  parse_routing_rows, parse_routing_scopes)
+                                  parse_routing_modes, parse_routing_rows,
+                                  parse_routing_scopes)
     from harness.errors import BadInputError
 
     try:
         parse_routing_layers(config.getoption("--routing-layers"))
         parse_routing_rows(config.getoption("--routing-rows"))
         parse_routing_scopes(config.getoption("--routing-scope"))
+        parse_routing_modes(config.getoption("--routing-modes"))
         parse_eval_overrides(config.getoption("--eval-rows"), config.getoption("--common-budget"))
     except BadInputError as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from harness import pipeline
-from harness.claimkit import DEFAULT_ROUTING_SCOPE, parse_eval_overrides, parse_routing_scopes
+from harness.claimkit import (DEFAULT_ROUTING_SCOPE, claim_eval_spec, parse_routing_modes,
+                              parse_routing_scopes)
 from harness.data.rarity import RaritySpec
 from harness.report.runinfo import parse_rarity_q, parse_rarity_which
 
@@ -20,21 +21,23 @@ from harness.report.runinfo import parse_rarity_q, parse_rarity_which
 def pytest_generate_tests(metafunc):
     if "rarity" in metafunc.fixturenames:
         which, qs = rarity_options(metafunc.config)
-        specs = [RaritySpec(q=q, which=w) for w in which for q in qs]
-        metafunc.parametrize("rarity", specs, ids=[f"{s.which}-q{s.q:g}" for s in specs],
+        ties = rarity_ties(metafunc.config)
+        specs = [RaritySpec(q=q, which=w, ties=ties) for w in which for q in qs]
+        metafunc.parametrize("rarity", specs, ids=[s.tag for s in specs],
                              scope="module")
 
 
 @pytest.hookimpl(trylast=True, specname="pytest_generate_tests")
 def pytest_generate_tests_routing(metafunc):
-    """Claim 3: `mode` x `routing_scope` (--routing-scope), jointly and after every other
-    parameter, so an all-positions case keeps its id `...-<mode>` (report ids and goldens
-    unchanged) and another scope appends its name: `...-<mode>-single-query`."""
+    """Claim 3: `mode` (--routing-modes) x `routing_scope` (--routing-scope), jointly and after
+    every other parameter, so an all-positions case keeps its id `...-<mode>` (report ids and
+    goldens unchanged) and another scope appends its name: `...-<mode>-single-query`."""
     if "routing_scope" in metafunc.fixturenames:
         scopes = parse_routing_scopes(metafunc.config.getoption("--routing-scope"))
+        modes = parse_routing_modes(metafunc.config.getoption("--routing-modes"))
         params = [pytest.param(mode, scope, id=mode if scope == DEFAULT_ROUTING_SCOPE
                                else f"{mode}-{scope}")
-                  for scope in scopes for mode in metafunc.module.MODES]
+                  for scope in scopes for mode in metafunc.module.MODES if mode in modes]
         metafunc.parametrize(("mode", "routing_scope"), params)
 
 
@@ -42,6 +45,11 @@ def rarity_options(config) -> tuple[list[str], list[float]]:
     """--rarity-which / --rarity-q, parsed (and validated) as the report plugin does."""
     return (parse_rarity_which(config.getoption("--rarity-which")),
             parse_rarity_q(config.getoption("--rarity-q")))
+
+
+def rarity_ties(config) -> str:
+    """--rarity-ties: 'strict' (default, the original rule p < cutoff) or 'include'."""
+    return config.getoption("--rarity-ties")
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +61,13 @@ def prepared(model_name, seed, device, cache_dir, request):
     ok, reason = availability(spec)
     if not ok:
         pytest.skip(f"{model_name}: weights not available - {reason}")
-    quick = request.config.getoption("--quick")
-    which, qs = rarity_options(request.config)
-    eval_spec = pipeline.default_spec_for(model_name, quick=quick, cover_q=max(qs),
-                                          cover_which=tuple(which))
-    overrides = parse_eval_overrides(request.config.getoption("--eval-rows"),
-                                     request.config.getoption("--common-budget"))
-    eval_spec = pipeline.EvalSpec(**{**eval_spec.__dict__, **overrides,
-                                     "seed": eval_spec.seed + seed})
+    config = request.config
+    which, qs = rarity_options(config)
+    eval_spec = claim_eval_spec(model_name, seed=seed, quick=config.getoption("--quick"),
+                                which=tuple(which), qs=tuple(qs),
+                                eval_rows=config.getoption("--eval-rows"),
+                                common_budget=config.getoption("--common-budget"),
+                                mu_over=config.getoption("--mu-over"))
     return pipeline.prepare(model_name, eval_spec, device=device, store_root=cache_dir)
 
 

@@ -25,6 +25,11 @@ from harness.errors import BadInputError
 
 
 COMMON_PER_RARE = 2
+# Positions the mean-ablation value mu_j is averaged over. 'all' is the original code's (every
+# position of every evaluation row, BOS and the last position included, methods.md section 9);
+# 'kept' averages only the positions the paper's filters keep. Measured on SmolLM2 the choice
+# moves influences by up to 0.026 nats, so it is a recorded setting, never implicit.
+MU_OVER = ("all", "kept")
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,12 @@ class EvalSpec:
     cover_q: float = 50.0
     cover_which: tuple[str, ...] = ("target", "current")
     common_budget: int | None = None
+    mu_over: str = "all"
 
     def __post_init__(self) -> None:
+        if self.mu_over not in MU_OVER:
+            raise BadInputError(f"mu_over must be one of {', '.join(MU_OVER)}, got "
+                                f"{self.mu_over!r}")
         if self.n_rows < 4:
             raise BadInputError(f"n_rows must be >= 4 (split-half needs rows), got {self.n_rows}")
         if self.seq_len < 8:
@@ -66,7 +75,7 @@ class Prepared:
     facade: Any
     spec: EvalSpec
     rows: np.ndarray  # int64 [n_rows, T]
-    keep: np.ndarray  # bool [n_rows, T]: the paper's kept positions (mu is averaged over these)
+    keep: np.ndarray  # bool [n_rows, T]: the paper's kept positions (spec.mu_over: mu's average)
     uniform: np.ndarray  # bool [n_rows, T]: the uniform sample common positions come from
     freq: FrequencyTable
     freq_note: str
@@ -91,6 +100,56 @@ class Prepared:
         inf = self.influence
         return rare[inf.row, inf.pos], common[inf.row, inf.pos]
 
+    def no_rare_reason(self, rarity: RaritySpec, n_rare: int, need: int = 1,
+                       where: str = "") -> str:
+        """Why a case has too few rare positions, and what would give it more."""
+        vocab = rare_vocab(self.freq, rarity)
+        p = self.freq.probs
+        text = (f"only {n_rare} {rarity} positions{where} (need >= {need}); "
+                f"{vocab.mean():.1%} of types are rare")
+        if rarity.ties == "strict" and not vocab.all():
+            tied = float(np.mean(p == p.min()))
+            if np.quantile(p, rarity.q / 100.0) <= p.min():
+                return (text + f": the {rarity.q:g}% cutoff falls on the {tied:.1%} of types tied "
+                        "at the minimum count, which the original strict rule (p < cutoff) "
+                        "leaves out; pass --rarity-ties include or a larger q")
+        return text + "; evaluate more rows (--eval-rows) or raise q"
+
+    def loss_grid(self, batch_size: int = 4) -> np.ndarray:
+        """float64 [n_rows, T]: clean CE of predicting x_{t+1} at every position t (NaN at the
+        last), from the model's own logits. Memoised; one forward pass over the rows."""
+        if "loss_grid" not in self.extras:
+            grid = np.full(self.rows.shape, np.nan)
+            for start in range(0, len(self.rows), batch_size):
+                sl = slice(start, start + batch_size)
+                tokens = torch.from_numpy(self.rows[sl])
+                with torch.no_grad():
+                    logits = self.facade.forward_final(tokens).logits[:, :-1].double()
+                    tgt = tokens[:, 1:].to(logits.device)
+                    ce = torch.log_softmax(logits, -1).gather(-1, tgt[..., None])[..., 0]
+                grid[sl, :-1] = (-ce).cpu().numpy()
+            self.extras["loss_grid"] = grid
+        return self.extras["loss_grid"]
+
+    def precondition(self, rarity: RaritySpec):
+        """Were this rarity's rare tokens learned? On the positions that match its definition:
+        target rarity - the loss of predicting the rare x_{t+1} at each rare position t;
+        current rarity - the loss of predicting the rare x_t itself, at position t - 1."""
+        from harness.stats.precondition import check_learned
+
+        rare, _ = self.masks(rarity)
+        inf = self.influence
+        if rarity.which == "target":
+            loss, token, row = inf.loss[rare], inf.target[rare], inf.row[rare]
+            where = "target rarity: loss of predicting the rare x_{t+1} at its position t"
+        else:
+            r, t = inf.row[rare], inf.pos[rare]
+            loss, token, row = self.loss_grid()[r, t - 1], self.rows[r, t], r
+            where = "current rarity: loss of predicting the rare x_t, at position t-1"
+        unigram = -np.log(self.freq.probs[token])
+        return check_learned(loss, self.facade.d_vocab, unigram, row=row, token=token,
+                             positions=f"{where}; {loss.size} positions")
+
     def unigram_loss(self, mask: np.ndarray) -> float:
         """Mean CE of the unigram model (the smoothed frequency table) at masked positions."""
         p = self.freq.probs
@@ -103,20 +162,38 @@ class Prepared:
 
 
 def frequency_for(model_name: str, facade: Any, rows: np.ndarray) -> tuple[FrequencyTable, str]:
-    """Training-token frequencies: exact counts for the committed fixtures, a committed
-    offline-corpus proxy for tokenizers we have one for, else the evaluation rows themselves
-    (a weak proxy, named as such in every report)."""
+    """Training-token frequencies and a note that says which: exact counts where the model's
+    spec promises them (the committed fixtures; a missing or mismatched table is an error),
+    else a committed offline-corpus proxy for tokenizers we have one for, else the evaluation
+    rows themselves. A proxy is never silent: the note starts with 'proxy' and every report
+    shows it as a caveat."""
+    from harness.models.registry import resolve
+
+    spec = resolve(model_name)
     name = model_name.split("@")[0]
     exact = fixtures_dir() / "models" / name / "train_counts"
-    if exact.with_suffix(".npy").is_file():
-        return FrequencyTable.load(exact), "exact training-token counts"
+    if spec.fixture or exact.with_suffix(".npy").is_file():
+        if not exact.with_suffix(".npy").is_file():
+            raise BadInputError(f"{model_name}: exact training-token counts were promised but "
+                                f"{exact.with_suffix('.npy')} is missing; restore it from git")
+        table = FrequencyTable.load(exact)
+        _check_vocab(table, facade, exact)
+        return table, "exact training-token counts"
     proxy = fixtures_dir() / "frequency" / _tokenizer_key(facade)
     if proxy.with_suffix(".npy").is_file():
         table = FrequencyTable.load(proxy)
         if table.vocab_size == facade.d_vocab:
-            return table, f"proxy: {table.source}"
+            return table, f"proxy frequencies: {table.source}"
     counts = count_tokens(rows, facade.d_vocab)
-    return FrequencyTable(counts, "evaluation rows"), "weak proxy: counts of the evaluation rows"
+    return (FrequencyTable(counts, "evaluation rows"),
+            "proxy frequencies (weak): counts of the evaluation rows themselves")
+
+
+def _check_vocab(table: FrequencyTable, facade: Any, path: Path) -> None:
+    if table.vocab_size != facade.d_vocab:
+        raise BadInputError(f"{path}: frequency table covers {table.vocab_size} types but "
+                            f"{facade.name} has a vocabulary of {facade.d_vocab}; pass the "
+                            "counts of this model's training data")
 
 
 def _tokenizer_key(facade: Any) -> str:
@@ -158,8 +235,8 @@ def evaluation_positions(rows: np.ndarray, keep: np.ndarray, freq: FrequencyTabl
     current) plus a uniform Bernoulli sample of kept positions (see EvalSpec)."""
     cover = np.zeros_like(keep)
     for which in spec.cover_which:
-        rare, _ = position_masks(rows, keep, rare_vocab(freq, RaritySpec(spec.cover_q, which)),
-                                 which)
+        cover_spec = RaritySpec(spec.cover_q, which, ties="include")  # superset of 'strict'
+        rare, _ = position_masks(rows, keep, rare_vocab(freq, cover_spec), which)
         cover |= rare
     n_kept = int(keep.sum())
     # at least twice the rare count, so size- and loss-matched common draws always exist
@@ -197,8 +274,10 @@ def _prepare(model_name: str, spec: EvalSpec, device: str, store_root: str | Non
     freq, note = frequency_for(model_name, facade, rows)
     evaluate, uniform = evaluation_positions(rows, keep, freq, spec)
     store = ResultStore(store_root) if store_root else None
-    # mu over *all* kept positions (the paper's mean ablation), whatever subset is evaluated
-    mu = mean_activation(facade, rows, keep, batch_size)
+    # mu over every evaluation position (the original) or the kept ones, whatever subset of
+    # positions is then ablated
+    over = np.ones_like(keep) if spec.mu_over == "all" else keep
+    mu = mean_activation(facade, rows, over, batch_size)
     influence = neuron_influence(facade, rows, evaluate, values=torch.from_numpy(mu),
                                  batch_size=batch_size, store=store)
     return Prepared(model_name, facade, spec, rows, keep, uniform, freq, note, influence,
@@ -230,12 +309,16 @@ def final_activations(prep: Prepared, batch_size: int = 8) -> np.ndarray:
 
 def default_spec_for(model_name: str, quick: bool = False, cover_q: float = 50.0,
                      cover_which: tuple[str, ...] = ("target", "current")) -> EvalSpec:
-    """CPU-sized defaults. Forward passes are cheap and rare positions are few (~0.5% of
+    """CPU-sized defaults, chosen by the model's registry spec (a committed fixture or not),
+    never by its name. Forward passes are cheap and rare positions are few (~0.5% of
     positions at q=50), so many rows are read and every rare position is ablated; the
     costly part (a d_mlp x V logsumexp per position) is bounded by sampling common positions.
-    Real models read fewer rows on the committed sample; pass your own EvalSpec for more."""
+    Real models read fewer rows on the committed sample; --eval-rows / --common-budget or
+    your own EvalSpec for more."""
+    from harness.models.registry import resolve
+
     common = dict(cover_q=cover_q, cover_which=tuple(cover_which))
-    if model_name.startswith("tiny-"):
+    if resolve(model_name).fixture:
         return EvalSpec(n_rows=32 if quick else 64, common_budget=200 if quick else 400, **common)
     return EvalSpec(n_rows=24 if quick else 48, common_budget=150 if quick else 300, **common)
 

@@ -80,7 +80,7 @@ def registry(monkeypatch):
 def fake_pytest_main(monkeypatch):
     calls = []
 
-    def main(argv):
+    def main(argv, plugins=()):
         calls.append(argv)
         return calls_rc[0]
 
@@ -106,6 +106,19 @@ def test_run_bad_arguments_exit_2(args, needle, registry, fake_pytest_main, caps
     assert fake_pytest_main[0] == []
 
 
+def _options(argv: list[str]) -> dict[str, str]:
+    """`--name value` pairs of a pytest command line (flags map to '')."""
+    opts, i = {}, 1
+    while i < len(argv):
+        if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            opts[argv[i]] = argv[i + 1]
+            i += 2
+        else:
+            opts[argv[i]] = ""
+            i += 1
+    return opts
+
+
 def test_run_builds_pytest_command_and_prints_report(registry, fake_pytest_main, tmp_path,
                                                      capsys, monkeypatch):
     calls, _ = fake_pytest_main
@@ -118,12 +131,66 @@ def test_run_builds_pytest_command_and_prints_report(registry, fake_pytest_main,
     [argv] = calls
     assert argv[0].endswith("claims")
     assert argv[-1] == "--quick"
-    opts = dict(zip(argv[1:-1:2], argv[2:-1:2]))
+    opts = _options(argv)
     assert opts["--models"] == "tiny-gpt2,tiny-pythia" and opts["--seeds"] == "0,1"
-    assert opts["--rarity-q"] == "5,50" and opts["--rarity-which"] == "target,current"
+    assert opts["--rarity-q"] == "5,50" and opts["--rarity-which"] == "target"
     assert opts["--report-dir"] == str(tmp_path) and opts["--run-id"] == "rid"
     assert opts["--device"] == "cpu" and opts["-k"] == "regimes" and "--quick" in argv
+    # quiet, a progress line per case, verdicts recorded rather than asserted
+    assert {"-q", "--progress", "--verdicts-only"} <= set(argv)
+    # the run's own claim-3 sizes (README: the 2-CPU default), the evaluation sets pytest's
+    assert (opts["--routing-modes"], opts["--routing-layers"], opts["--routing-rows"],
+            opts["--routing-scope"], opts["--groups"]) == ("bos", "2", "64", "all-positions",
+                                                           "plateau-boost")
+    assert opts["--power-reps"] == "8"  # the CI setting: the fixtures' goldens apply
+    assert "--eval-rows" not in opts and "--common-budget" not in opts
     assert capsys.readouterr().out.strip().endswith(f"report: {tmp_path / 'rid' / 'REPORT.md'}")
+
+
+def test_run_passes_sizing_options(registry, fake_pytest_main, tmp_path):
+    calls, _ = fake_pytest_main
+    assert cli.main(["run", "--models", "smollm2-135m", "--out", str(tmp_path),
+                     "--eval-rows", "96", "--common-budget", "600", "--routing-layers", "all",
+                     "--routing-rows", "48", "--routing-scope", "all-positions,single-query",
+                     "--routing-modes", "mean,bos", "--power-reps", "100",
+                     "--groups", "plateau-boost,top50-suppress",
+                     "--rarity-which", "target,current", "--rarity-q", "15,50"]) == 0
+    opts = _options(calls[0])
+    assert (opts["--eval-rows"], opts["--common-budget"], opts["--routing-layers"],
+            opts["--routing-rows"], opts["--routing-scope"], opts["--routing-modes"],
+            opts["--groups"], opts["--rarity-which"], opts["--rarity-q"],
+            opts["--power-reps"]) == (
+        "96", "600", "all", "48", "all-positions,single-query", "mean,bos",
+        "plateau-boost,top50-suppress", "target,current", "15,50", "100")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--eval-rows", "3"], "--eval-rows: got '3'; use an integer >= 4"),
+    (["--common-budget", "0"], "--common-budget"),
+    (["--routing-layers", "some"], "--routing-layers: got 'some'"),
+    (["--routing-rows", "-1"], "--routing-rows"),
+    (["--routing-scope", "one-query"], "--routing-scope: got 'one-query'"),
+    (["--routing-modes", "bos,none"], "--routing-modes: got 'bos,none'"),
+    (["--power-reps", "0"], "--power-reps: got '0'"),
+    (["--groups", "top7-boost"], "--groups: got 'top7-boost'")])
+def test_run_bad_sizing_options_exit_2_before_pytest(args, needle, registry, fake_pytest_main,
+                                                      capsys):
+    assert cli.main(["run", "--models", "tiny-gpt2", *args]) == 2
+    _one_line_error(capsys, needle)
+    assert fake_pytest_main[0] == []
+
+
+def test_run_help_states_defaults_and_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    for needle in ("--eval-rows", "--common-budget", "--routing-rows", "--routing-layers",
+                   "--routing-scope", "--routing-modes", "--power-reps", "--groups",
+                   "rarity    target q50",
+                   "mode bos only", "Exit codes:", "130  interrupted", "0    every claim case "
+                   "produced a verdict", "1    a claim test errored", "2    bad input",
+                   "Every size used is recorded in each result's settings"):
+        assert needle in text, needle
 
 
 def test_run_nothing_collected_exits_2(registry, fake_pytest_main, capsys):
@@ -145,13 +212,15 @@ def test_run_end_to_end_on_a_fake_checkout(tmp_path, monkeypatch, registry, caps
     (root / "conftest.py").write_text(
         'pytest_plugins = ["harness.report.plugin"]\n\n'
         "def pytest_addoption(parser):\n"
-        "    for name in ('--models', '--seeds', '--device', '--cache-dir'):\n"
+        "    for name in ('--models', '--seeds', '--device', '--cache-dir', '--groups',\n"
+        "                 '--routing-modes', '--routing-layers', '--routing-rows',\n"
+        "                 '--routing-scope', '--power-reps'):\n"
         "        parser.addoption(name, default=None)\n")
     # a unique module name: the outer session may already have imported claims/test_no_clustering
     (root / "claims" / "test_e2e_fake_clustering.py").write_text(
         "from harness.stats.result import TestResult\n\n"
         "def test_q(record_claim, request, rarity_q, quick):\n"
-        "    assert rarity_q == [15.0, 50.0] and quick\n"
+        "    assert rarity_q == [50.0] and quick\n"
         "    r = TestResult('Q excess', 0.5, 0.7, 0.01, -0.03, 0.05, 'supported')\n"
         "    for m in request.config.getoption('--models').split(','):\n"
         "        record_claim(r, model=m, claim='no-clustering', seed=0, settings={'device': 'cpu'})\n")

@@ -108,10 +108,13 @@ def test_plugin_writes_report_for_claim_run(fake_run):
                    "first", "RuntimeError: cache corrupt at /x", "rare-target loss 9.1 nats",
                    "only 4 heads", "| 1.7% / 10.9% / 87.4% |", "tiny-a, seed 0, target q50: 12"):
         assert needle in text, needle
+    # columns: ... verdict | effect [CI] | p | q | SESOI | power (s.e.) | MDE 80% | FPR
     rows = [r"\| Claim 1: Dual regimes +\| tiny-a +\| 0 +\| target q50 +\| - +\| supported +"
-            r"\| 1\.25 \[0\.8, 1\.7\] +\| 0\.004 +\| 0\.004 +\| 0\.9 +\| 0\.04 +\|",
-            r"\| Claim 3: No routing +\| tiny-a +\| 1 +\| current q15 +\| - +\| not supported +"
-            r"\| 0\.01 \[-0\.02, 0\.05\] +\| 0\.62 +\| 0\.62 +\| n/a +\| n/a +\|"]
+            r"\| 1\.25 \[0\.8, 1\.7\] +\| 0\.004 +\| 0\.004 +\| - +\| 0\.9 +\| n/a +"
+            r"\| 0\.04 +\|",
+            r"\| Claim 3: No routing +\| tiny-a +\| 1 +\| current q15 +\| - +\| inconclusive +"
+            r"\| 0\.01 \[-0\.02, 0\.05\] +\| 0\.62 +\| 0\.62 +\| - +\| n/a +\| n/a +"
+            r"\| n/a +\|"]
     for row in rows:
         assert re.search(row, text), row
 

@@ -40,6 +40,9 @@ class ModelSpec:
     revision: str | None = None
     step: int | None = None
     dtype: str = "float32"
+    # A committed self-trained fixture: exact training counts are promised (a missing table is
+    # an error, not a silent proxy) and the evaluation set is sized for the fixtures.
+    fixture: bool = False
 
     @property
     def source(self) -> str:
@@ -72,8 +75,8 @@ def _registry() -> dict[str, ModelSpec]:
         ModelSpec("smollm2-135m", "llama", gguf_package=SMOLLM2_PACKAGE,
                   gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
         ModelSpec("smollm2-135m-hf", "llama", hf_id="HuggingFaceTB/SmolLM2-135M"),
-        ModelSpec("tiny-gpt2", "gpt2", local_path="fixtures/models/tiny-gpt2"),
-        ModelSpec("tiny-pythia", "neox", local_path="fixtures/models/tiny-pythia"),
+        ModelSpec("tiny-gpt2", "gpt2", local_path="fixtures/models/tiny-gpt2", fixture=True),
+        ModelSpec("tiny-pythia", "neox", local_path="fixtures/models/tiny-pythia", fixture=True),
     ]
     return {s.name: s for s in specs}
 

