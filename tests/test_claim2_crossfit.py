@@ -52,7 +52,8 @@ def test_planted_module_is_refuted_and_the_effect_grows_with_it():
     fam = {r["null"]: r for r in out[0.4].details["family"]}
     assert fam["matched"]["estimate"] > 0.3 and fam["selection"]["p_max"] <= 0.05
     assert out[0.4].details["decision"]["gates"]["matched_balance"]["passed"]
-    assert {"Q", "module_Q", "reported"} <= set(out[0.4].details)
+    assert {"Q", "module_Q", "reported", "plateau_q", "random_q"} <= set(out[0.4].details)
+    assert out[0.4].details["plateau_q"] == pytest.approx(out[0.4].details["Q"])
     assert out[0.4].details["Q"] < out[0.0].details["Q"] + 0.05  # Q does not rise with it
 
 

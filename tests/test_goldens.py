@@ -43,8 +43,9 @@ def test_golden_present_and_well_formed(model, claim, q):
             continue
         assert tol >= goldens.ABS_FLOOR + goldens.REL_FLOOR * abs(value) - 1e-15
         assert tol >= goldens.SAFETY * spread - 1e-15
-    assert set(golden["variant_verdicts"]) == set(goldens.VARIANTS)
-    assert golden["rule"] == goldens.RULE
+    variants = tuple(golden["variant_verdicts"])
+    assert set(goldens.VARIANTS) <= set(variants)  # at least the default noise variants
+    assert golden["rule"] == goldens.rule(variants)
     env = golden["environment"]
     assert env["kernel"] == goldens.REFERENCE_KERNEL and env["packages"].get("torch")
     if golden["numbers"]["p_value"] is not None:

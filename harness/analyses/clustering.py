@@ -1164,6 +1164,10 @@ def crossfit_result(cf: CrossFit, own_power=None) -> TestResult:
                       "intervals (the TOSTs') from the row-bootstrap s.e. of the group's "
                       "contrast; the null means are held fixed"),
     }
+    q_rand = next((r for r in cf.reported if (r["metric"], r["null"]) == ("Q", "random")), None)
+    if q_rand is not None:  # the paper's two numbers, for the report's paper-vs-run table
+        details["plateau_q"] = float(np.mean(q_rand["observed_by_fold"]))
+        details["random_q"] = float(np.mean(q_rand["null_mean_by_fold"]))
     if own_power is not None:
         details["own_power"] = own_power.to_dict()
     return TestResult(

@@ -1,5 +1,10 @@
 """Figures for claim 3, drawn from a `no_routing_test` result (its `details`), so the report
-can re-render them from results.json without the arrays."""
+can re-render them from results.json without the arrays.
+
+Colour scales are fixed, in units of the claim's SESOI (selectivity) and of the BH level
+(q-values): an all-null result stays pale instead of being stretched to full saturation, and
+the same colour means the same size in every report.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from harness.analyses.figio import save_figure  # noqa: E402
+from harness.analyses.routing import SESOI  # noqa: E402
 from harness.errors import BadInputError  # noqa: E402
 from harness.stats.result import TestResult  # noqa: E402
-from harness.analyses.figio import save_figure  # noqa: E402
+
+SCALE = 2.0          # selectivity colour limits: +-SCALE x SESOI (beyond: the end colour)
+Q_FLOOR = 1e-4       # -log10 q colour limit: 4
 
 
 def _per_head(result: TestResult) -> list[dict]:
@@ -22,6 +31,16 @@ def _per_head(result: TestResult) -> list[dict]:
         raise BadInputError(f"{result.name} has no per-head details (verdict {result.verdict}); "
                             "nothing to plot")
     return per_head
+
+
+def _sesoi(result: TestResult) -> float:
+    return float(result.details.get("sesoi") or SESOI.value)
+
+
+def colour_limits(result: TestResult) -> tuple[float, float]:
+    """Selectivity colour limits: fixed at +-SCALE x SESOI, whatever the data."""
+    lim = SCALE * _sesoi(result)
+    return (-lim, lim)
 
 
 def head_grid(per_head: list[dict], key: str) -> np.ndarray:
@@ -36,30 +55,78 @@ def head_grid(per_head: list[dict], key: str) -> np.ndarray:
 
 
 def plot_selectivity_heatmap(result: TestResult, path: str | Path) -> Path:
-    """Layer x head heatmaps: relative selectivity and -log10 BH q (routing heads boxed)."""
+    """Layer x head heatmaps of relative selectivity (fixed scale; heads whose interval is not
+    inside +-SESOI dotted, routing heads boxed) and -log10 BH q (fixed scale, the q = 0.05
+    level marked), and every head's selectivity with its interval against the SESOI band."""
     per_head = _per_head(result)
+    sesoi = _sesoi(result)
     layers = sorted({h["layer"] for h in per_head})
     sel = head_grid(per_head, "rel_selectivity")
     with np.errstate(divide="ignore", invalid="ignore"):
-        logq = -np.log10(head_grid(per_head, "q"))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(layers) + 2.5))
-    lim = float(np.nanmax(np.abs(sel))) if np.isfinite(sel).any() else 1.0
-    panels = [(sel, "relative selectivity (rare - matched common)", "RdBu_r", -lim, lim),
-              (logq, "-log10 BH q (one-sided)", "viridis", 0.0, None)]
-    for ax, (grid, title, cmap, vmin, vmax) in zip(axes, panels):
-        im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        logq = -np.log10(np.clip(head_grid(per_head, "q"), Q_FLOOR, 1.0))
+    height = 0.28 * len(layers) + 2.6
+    fig, axes = plt.subplots(1, 3, figsize=(15, height),
+                             gridspec_kw={"width_ratios": [1, 1, 1.2]})
+    lo, hi = colour_limits(result)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.85")
+    panels = [(sel, f"relative selectivity (colour limits +-{SCALE:g} x SESOI)", cmap, lo, hi),
+              (logq, "-log10 BH q (one-sided, capped at 4)", "Greys", 0.0,
+               -np.log10(Q_FLOOR))]
+    for ax, (grid, title, cm, vmin, vmax) in zip(axes[:2], panels):
+        im = ax.imshow(grid, aspect="auto", cmap=cm, vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        ax.set_yticks(range(len(layers)), [str(v) for v in layers])
+        step = max(1, len(layers) // 15)
+        ax.set_yticks(range(0, len(layers), step), [str(v) for v in layers[::step]])
         ax.set_xticks(range(grid.shape[1]))
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046)
+        if ax is axes[0]:
+            bar.set_ticks([lo, -sesoi, 0.0, sesoi, hi])
+            bar.ax.axhline(sesoi, color="k", linewidth=1)
+            bar.ax.axhline(-sesoi, color="k", linewidth=1)
+        else:
+            bar.ax.axhline(-np.log10(0.05), color="r", linewidth=1)
         for h in per_head:
+            y, x = layers.index(h["layer"]), h["head"]
             if h["routing"]:
-                ax.add_patch(plt.Rectangle((h["head"] - 0.5, layers.index(h["layer"]) - 0.5),
-                                           1, 1, fill=False, edgecolor="k", linewidth=2))
-    fig.suptitle(f"{result.name}: {result.verdict}", fontsize=10)
+                ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False,
+                                           edgecolor="k", linewidth=2))
+            elif ax is axes[0] and not h.get("equivalent", True):
+                ax.plot(x, y, marker=".", color="k", markersize=3)
+    _forest(axes[2], per_head, sesoi)
+    verdict = result.verdict
+    fig.suptitle(f"{result.name}: {verdict} (boxes: routing heads; dots: interval not inside "
+                 f"+-SESOI {sesoi:g})", fontsize=10)
     return save_figure(fig, path, dpi=110)
+
+
+def _forest(ax, per_head: list[dict], sesoi: float) -> None:
+    """Every head's selectivity, sorted, with its (1 - 2 alpha) interval and the SESOI band."""
+    s = np.array([np.nan if h["rel_selectivity"] is None else h["rel_selectivity"]
+                  for h in per_head], float)
+    ci = np.array([[np.nan if v is None else v
+                    for v in (h.get("ci90") or h.get("ci95") or [None, None])]
+                   for h in per_head], float)
+    order = np.argsort(np.where(np.isfinite(s), s, -np.inf))
+    x = np.arange(s.size)
+    ax.axhspan(-sesoi, sesoi, color="0.9", zorder=0, label=f"+-SESOI {sesoi:g}")
+    ax.axhline(0.0, color="0.5", linewidth=0.6)
+    routing = np.array([h["routing"] for h in per_head])[order]
+    ax.vlines(x, ci[order, 0], ci[order, 1], color=np.where(routing, "red", "0.35"),
+              linewidth=0.8)
+    ax.scatter(x, s[order], s=np.where(routing, 30, 6), color=np.where(routing, "red", "k"),
+               zorder=3)
+    lim = SCALE * sesoi
+    finite = ci[np.isfinite(ci)]
+    top = max(lim, float(np.nanmax(np.abs(finite))) if finite.size else lim)
+    ax.set_ylim(-min(top, 4 * lim), min(top, 4 * lim))
+    ax.set_xlim(-1 - 0.02 * s.size, s.size * 1.02)
+    ax.set_xticks([])
+    ax.set_xlabel(f"{s.size} heads, sorted by selectivity")
+    ax.set_title("each head: selectivity, 90% interval, +-SESOI band", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
@@ -73,7 +140,7 @@ def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(common[~routing], rare[~routing], s=14, alpha=0.7, label="heads")
     if routing.any():
-        ax.scatter(common[routing], rare[routing], s=40, color="red", label="routing (BH)")
+        ax.scatter(common[routing], rare[routing], s=40, color="red", label="routing (BH, > SESOI)")
     ok = (rare > 0) & (common > 0)
     if ok.any():
         lo, hi = min(rare[ok].min(), common[ok].min()), max(rare[ok].max(), common[ok].max())
@@ -86,4 +153,3 @@ def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
     ax.set_ylabel("rare contexts")
     ax.legend(fontsize=8)
     return save_figure(fig, path, dpi=110)
-

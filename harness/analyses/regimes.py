@@ -389,31 +389,44 @@ def batch_means(delta: np.ndarray, index_sets: list[np.ndarray]) -> np.ndarray:
 
 
 def loss_matched(loss: np.ndarray, rare_idx: np.ndarray, common_idx: np.ndarray,
-                 rng: np.random.Generator, n_bins: int = 10) -> np.ndarray:
-    """Common positions matching the rare positions' loss distribution (same count).
+                 rng: np.random.Generator) -> np.ndarray:
+    """Common positions matched one to one to the rare positions on the clean loss.
 
-    Bins = quantiles of the rare losses; each bin draws as many common positions as it has rare
-    ones, without replacement while it can, then with replacement; an empty bin takes the
-    common positions nearest in loss.
-    """
-    lr, lc = loss[rare_idx], loss[common_idx]
-    edges = np.quantile(lr, np.linspace(0, 1, n_bins + 1))[1:-1]
-    rb, cb = np.digitize(lr, edges), np.digitize(lc, edges)
-    picks = []
-    for b in range(n_bins):
-        need = int(np.sum(rb == b))
-        if need == 0:
-            continue
-        cand = common_idx[cb == b]
-        if cand.size >= need:
-            picks.append(rng.choice(cand, need, replace=False))
-        elif cand.size:
-            picks.append(np.r_[cand, rng.choice(cand, need - cand.size, replace=True)])
+    Nearest-neighbour matching without replacement, rare positions in random order: each takes
+    the unused common position nearest in loss (ties at random). Where hard common positions
+    are scarce the later rare positions get easier partners, and `match_balance` shows it.
+    Why not quantile bins (the previous rule): within the bin that straddles a difficulty
+    threshold the common positions crowd at its easy end (their density falls with loss),
+    so a plateau of difficulty leaked through the control (9% 'supported' at alpha = 0.05 in
+    calibration)."""
+    lr = np.asarray(loss[rare_idx], dtype=np.float64)
+    order_c = np.argsort(loss[common_idx] + 1e-12 * rng.random(common_idx.size), kind="stable")
+    lc = np.asarray(loss[common_idx], dtype=np.float64)[order_c]
+    used = np.zeros(lc.size, dtype=bool)
+    # nearest unused neighbour to the left / right of each slot (path-compressed skip lists)
+    left, right = np.arange(lc.size), np.arange(lc.size)
+
+    def find(nxt: np.ndarray, i: int) -> int:
+        path = []
+        while 0 <= i < lc.size and used[i]:
+            path.append(i)
+            i = nxt[i]
+        for p in path:
+            nxt[p] = i
+        return i
+
+    picks = np.empty(lr.size, dtype=np.int64)
+    for r in rng.permutation(lr.size):
+        at = int(np.searchsorted(lc, lr[r]))
+        lo, hi = find(left, at - 1), find(right, at)
+        if hi >= lc.size or (lo >= 0 and lr[r] - lc[lo] <= lc[hi] - lr[r]):
+            pick = lo
         else:
-            near = np.argsort(np.abs(lc - np.median(lr[rb == b])))[:need]
-            picks.append(common_idx[near])
-    return np.concatenate(picks)
-
+            pick = hi
+        used[pick] = True
+        left[pick], right[pick] = pick - 1, pick + 1
+        picks[r] = pick
+    return common_idx[order_c[picks]]
 
 
 def match_balance(loss_rare: np.ndarray, loss_matched_: np.ndarray,
@@ -685,7 +698,7 @@ def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: 
                       "p": permutation_pvalue(fixed, null_fixed, "greater"),
                       "null_mean": float(np.nanmean(null_fixed)),
                       "ci": list(percentile_ci(fixed_b)) if fixed_b.size else [None, None]},
-        loss_matched={"method": "loss-quantile bins (10) of the rare losses, same count",
+        loss_matched={"method": "nearest neighbour on the loss, without replacement",
                       "n_draws": n_loss_draws, "width": width,
                       "lift_rare_vs_matched": float(np.nanmean(lm_lift)),
                       "lower": lm_lo, "ci": list(percentile_ci(lm_boot)), "balance": bal})

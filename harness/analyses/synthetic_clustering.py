@@ -194,7 +194,7 @@ def calibration_rows(raw: dict, alpha: float = 0.05, label: str = "") -> list:
 CODE_FILES = ("harness/analyses/clustering.py", "harness/analyses/synthetic_clustering.py",
               "harness/analyses/graphs.py", "harness/verdicts.py")
 FULL_REPS = {"artefact": 200, "plateau": 200, "module_sesoi": 100, "module_power": 100}
-REDUCED_REPS = {"artefact": 24, "plateau": 12, "module_sesoi": 12, "module_power": 12}
+REDUCED_REPS = {"artefact": 40, "plateau": 16, "module_sesoi": 16, "module_power": 24}
 
 
 def calibration_report(reps: dict[str, int] | None = None, alpha: float = 0.05,

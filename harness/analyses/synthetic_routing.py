@@ -1,26 +1,39 @@
-"""Synthetic head-ablation influence for claim 3: planted routing heads and confounded nulls.
+"""Synthetic head-ablation influence for claim 3: planted routing heads and confounded nulls,
+and the calibration of `no_routing_test` on them (reports/calibration/claim3.{md,json}).
 
 Why these ingredients: real head influence has heavy-tailed head scales, row and position
-effects, and rare tokens that cluster in some rows and positions; rare targets are also harder,
-so ablating a head may move *all* neurons more at rare positions (`rare_gain`). A correct test
-ignores all of that and reacts only to a head whose effect on the plateau neurons, and not on
-random neurons, grows in rare contexts (`planted_head`, factor 1 + `strength`).
+effects, and rare tokens that cluster in some rows; rare positions also differ in ways that are
+not routing (harness.analyses.routing, (a)-(c)): every neuron moved more by every head
+(`rare_gain`), every neuron moved more by some heads (`head_gain_sd`), the plateau moved more by
+every head (`plateau_rare_gain`), and heads differ a little in how much more they move the
+plateau than random neurons (`k_sd`). A correct test ignores all of that and reacts only to a
+head whose effect on the plateau grows in rare contexts (`planted_head`, `strength`), even when
+its push also moves random neurons (`leak`) and it also writes, more weakly, at common
+positions (`router_common`).
 
-Influence of neuron group g (plateau or random) for head h at position p of row r:
-    scale_h * row_r * pos(t) * shared_hp * (1 + rare_gain [p rare]) * noise_ghp
-with plateau_gain on the plateau group and (1 + strength) on the plateau group of the planted
-head at rare positions. shared_hp (the head's overall effect at that position, common to every
-neuron group) and noise_ghp are log-normal.
+Influence of neuron group g for head h at position p of row r:
+    scale_h * row_r * pos(t) * shared_hp * noise_ghp   (random groups)
+    k_h * the same with its own noise                 (plateau; k_h = plateau_gain * e^{k_sd z})
+times the rare-position gains above; a planted head then gets an additive push at rare
+positions sized so that the test's effect measure for it is `strength` (with `leak`, each
+random group gets `leak` x that push / plateau_gain; `router_common` x it at common positions). Layouts: 'dense' (every kept position evaluated, rare
+tokens leaning to early positions) and 'sparse' (the committed SmolLM2 run's pairing: a few
+uniformly sampled common positions per row, rare positions in about half of the rows).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from harness.stats.calibration import CalibrationRow, calibration_row, calibration_table, mc_rate
+from harness.stats.calibration import (CalibrationRow, calibration_record, calibration_row,
+                                       calibration_table)
+
+CODE_FILES = ("harness/analyses/routing.py", "harness/analyses/synthetic_routing.py")
 
 
 @dataclass(frozen=True)
@@ -45,180 +58,283 @@ class RoutingData:
                 self.pos, self.delta_loss, self.heads)
 
 
-def synthetic_routing(n_rows: int = 60, seq_len: int = 128, n_layers: int = 2,
-                      heads_per_layer: int = 4, n_groups: int = 8, rare_frac: float = 0.04,
-                      planted_head: int | None = None, strength: float = 0.0,
-                      rare_gain: float = 0.0, plateau_gain: float = 2.0,
-                      shared_sd: float = 0.5, noise_sd: float = 0.4, head_sd: float = 1.0,
-                      seed: int = 0) -> RoutingData:
-    """Draw one data set. `planted_head` indexes the flat head list (layer-major).
-
-    Defaults give ~250 rare positions in ~57 of 60 rows of 124 kept positions, 8 heads, 8
-    random groups, plateau influence twice the random groups'.
-    """
-    rng = np.random.default_rng(seed)
-    n_heads = n_layers * heads_per_layer
+def _dense_layout(rng, n_rows, seq_len, rare_frac, z_row):
     t = np.arange(3, seq_len - 1)
     row = np.repeat(np.arange(n_rows), t.size)
     pos = np.tile(t, n_rows)
-    n_pos = row.size
-
-    # rows with more rare tokens also have larger influence; rare tokens lean to early positions
-    z_row = rng.normal(size=n_rows)
-    row_eff = np.exp(0.3 * z_row)
-    pos_eff = 1.0 + 1.5 * np.exp(-t / 16.0)
     p_rare = rare_frac * np.exp(0.5 * z_row)[:, None] * (0.7 + 0.6 * np.exp(-t / 16.0))[None]
-    rare = rng.random(n_pos) < np.clip(p_rare.ravel(), 0, 1)
-    common = ~rare
+    rare = rng.random(row.size) < np.clip(p_rare.ravel(), 0, 1)
+    return row, pos, rare
 
+
+def _sparse_layout(rng, n_rows, seq_len, z_row, common_per_row, rare_row_frac, rare_per_row):
+    rows, poss, rares = [], [], []
+    t_all = np.arange(3, seq_len - 1)
+    p_has = np.clip(rare_row_frac * np.exp(0.5 * z_row - 0.125), 0, 1)
+    for r in range(n_rows):
+        n_c = rng.poisson(common_per_row)
+        n_r = (1 + rng.poisson(rare_per_row - 1)) if rng.random() < p_has[r] else 0
+        n = min(n_c + n_r, t_all.size)
+        t = rng.choice(t_all, n, replace=False)
+        is_rare = np.zeros(n, bool)
+        is_rare[:min(n_r, n)] = True
+        order = np.argsort(t)
+        rows.append(np.full(n, r))
+        poss.append(t[order])
+        rares.append(is_rare[order])
+    return np.concatenate(rows), np.concatenate(poss), np.concatenate(rares)
+
+
+def synthetic_routing(n_rows: int = 60, seq_len: int = 128, n_layers: int = 2,
+                      heads_per_layer: int = 4, n_groups: int = 8, rare_frac: float = 0.04,
+                      planted_head: int | None = None, strength: float = 0.0,
+                      leak: float = 0.0, router_common: float = 0.0,
+                      rare_gain: float = 0.0, head_gain_sd: float = 0.0,
+                      plateau_rare_gain: float = 0.0, k_sd: float = 0.0,
+                      plateau_gain: float = 2.0, shared_sd: float = 0.5, noise_sd: float = 0.4,
+                      head_sd: float = 1.0, layout: str = "dense",
+                      common_per_row: float = 3.75, rare_row_frac: float = 0.52,
+                      rare_per_row: float = 1.9, seed: int = 0) -> RoutingData:
+    """Draw one data set. `planted_head` indexes the flat head list (layer-major).
+
+    Dense defaults: ~250 rare positions in ~57 of 60 rows of 124 kept positions. Sparse
+    defaults (the committed SmolLM2 claim-3 run at 64 rows: ~63 rare positions in ~33 rows,
+    ~4 common positions per row)."""
+    rng = np.random.default_rng(seed)
+    n_heads = n_layers * heads_per_layer
+    z_row = rng.normal(size=n_rows)
+    if layout == "dense":
+        row, pos, rare = _dense_layout(rng, n_rows, seq_len, rare_frac, z_row)
+    elif layout == "sparse":
+        row, pos, rare = _sparse_layout(rng, n_rows, seq_len, z_row, common_per_row,
+                                        rare_row_frac, rare_per_row)
+    else:
+        raise ValueError(f"layout must be 'dense' or 'sparse', got {layout!r}")
+    common = ~rare
+    n_pos = row.size
+    row_eff = np.exp(0.3 * z_row)
+    pos_eff = 1.0 + 1.5 * np.exp(-pos / 16.0)
     scale = np.exp(head_sd * rng.normal(size=n_heads))
-    base = (scale[:, None] * row_eff[row][None] * np.tile(pos_eff, n_rows)[None]
+    base = (scale[:, None] * row_eff[row][None] * pos_eff[None]
             * np.exp(shared_sd * rng.normal(size=(n_heads, n_pos))))
     noise = np.exp(noise_sd * rng.normal(size=(n_groups + 1, n_heads, n_pos))
                    - noise_sd ** 2 / 2)
-    infl_random = (base[None] * noise[1:]).astype(np.float32)
-    infl_plateau = plateau_gain * base * noise[0]
+    k_h = plateau_gain * np.exp(k_sd * rng.normal(size=n_heads))
+    if planted_head is not None:   # the model's typical ratio, so that its effect is `strength`
+        k_h[planted_head] = plateau_gain
+    head_gain = np.exp(head_gain_sd * rng.normal(size=n_heads))
+    gain = np.where(rare[None], (1.0 + rare_gain) * head_gain[:, None], 1.0)   # (a), (b)
+    infl_random = base[None] * noise[1:] * gain[None]
+    level = k_h[:, None] * base * noise[0]          # the plateau's common-context level
+    infl_plateau = level * gain
+    infl_plateau[:, rare] *= 1.0 + plateau_rare_gain              # (c): the plateau's own state
     if planted_head is not None:
-        infl_plateau[planted_head, rare] *= 1.0 + strength
-    delta_loss = (0.01 * base * np.exp(0.3 * rng.normal(size=base.shape))).astype(np.float32)
-
+        # the router's push, additive and independent of the position's difficulty, sized so
+        # that the test's estimand (harness.analyses.routing) is `strength` for this head
+        push = strength * level[planted_head] * np.where(rare, 1.0, router_common)
+        # the plateau's own state at rare positions (c) amplifies the push on the plateau only
+        infl_plateau[planted_head] += push * np.where(rare, 1.0 + plateau_rare_gain, 1.0)
+        infl_random[:, planted_head] += leak * push / plateau_gain
+    delta_loss = 0.01 * base * np.exp(0.3 * rng.normal(size=base.shape)) * np.where(
+        rare, 1.0 + rare_gain, 1.0)
     heads = [(layer, h) for layer in range(n_layers) for h in range(heads_per_layer)]
-    data = RoutingData(infl_plateau=infl_plateau.astype(np.float32), infl_random=infl_random,
-                       rare=rare, common=common, row=row, pos=pos, delta_loss=delta_loss,
-                       heads=heads,
+    return RoutingData(infl_plateau=infl_plateau.astype(np.float32),
+                       infl_random=infl_random.astype(np.float32), rare=rare, common=common,
+                       row=row, pos=pos, delta_loss=delta_loss.astype(np.float32), heads=heads,
                        planted=heads[planted_head] if planted_head is not None else None,
-                       strength=float(strength), rare_gain=0.0)
-    return with_rare_gain(data, rare_gain) if rare_gain else data
+                       strength=float(strength), rare_gain=float(rare_gain))
 
 
 def with_rare_gain(data: RoutingData, gain: float) -> RoutingData:
-    """The difficulty confound: every neuron group (plateau and random) and the loss effect
-    move (1 + gain) times more at rare positions, for every head. Multiplicative, i.e. the same
-    factor for all neurons; an additive shift of equal absolute size would not cancel in the
-    plateau / random ratio."""
+    """The difficulty confound (a) applied to a drawn data set: every neuron group (plateau and
+    random, a planted push included) and the loss effect move (1 + gain) times more at rare
+    positions, for every head."""
     f = np.where(data.rare, 1.0 + gain, 1.0).astype(np.float32)
     return replace(data, infl_plateau=data.infl_plateau * f, infl_random=data.infl_random * f,
                    delta_loss=data.delta_loss * f, rare_gain=data.rare_gain + float(gain))
 
 
-@dataclass(frozen=True)
-class RoutingCalibration:
-    """Monte-Carlo behaviour of `no_routing_test` on synthetic data (see `calibrate_routing`)."""
+# ------------------------------------------------------------------------------ calibration
 
-    rows: list[CalibrationRow]
-    equivalence_rate: float          # 'supported' under the shared-gain null
-    equivalence_se: float
-    raw_gain_routing_rate: float     # normalise='none' on the shared-gain null
-    n_raw_gain: int
-    other_heads_flagged_rate: float  # planted runs: a non-planted head flagged
-    planted_rel_mean: float          # mean estimated relative selectivity of the planted head
-    power_curve: dict                # weaker strengths s -> (power, n_reps)
-    settings: dict
-
-    def markdown(self) -> str:
-        s = self.settings
-        return "\n".join([
-            "# Claim 3 (no preferential routing): calibration of `no_routing_test`",
-            "",
-            "Regenerate: `python -c \"from harness.analyses.synthetic_routing import "
-            "write_calibration_report as w; w('reports/calibration/claim3.md')\"`.",
-            "",
-            f"Synthetic data (`synthetic_routing`): {s['data']}. Rare positions get a shared "
-            f"difficulty gain x{1 + s['rare_gain']:.2f} on every neuron group (plateau and "
-            "random) and the loss effect, for every head. Planted: one head's plateau influence "
-            f"x(1 + s) at rare positions, s = {s['strength']}. Test: alpha = {s['alpha']}, "
-            f"BH q = {s['fdr_q']} across heads, margin = {s['margin']}, n_boot = {s['n_boot']}. "
-            "'Routing called' = at least one head rejected; 'power' = the planted head rejected.",
-            "",
-            calibration_table(self.rows),
-            "",
-            f"- Equivalence success (verdict 'supported') under the shared-gain null: "
-            f"{self.equivalence_rate:.3f} (MC s.e. {self.equivalence_se:.3f}).",
-            "- Planted runs: a non-planted head also flagged in "
-            f"{self.other_heads_flagged_rate:.3f} of runs; mean estimated relative selectivity "
-            f"of the planted head {self.planted_rel_mean:.3f} (true {s['strength']}).",
-            "- Power at weaker planted strengths: " + ", ".join(
-                f"s={k}: {p:.2f} (n={n})" for k, (p, n) in self.power_curve.items()) + ".",
-            f"- What `normalise='none'` (raw influence, the original work's statistic) does on "
-            f"the shared-gain null: routing called in {self.raw_gain_routing_rate:.3f} of "
-            f"{self.n_raw_gain} runs (every head looks selective). The default normalisation by "
-            "random neuron groups cancels a gain shared by all neurons exactly (the normalised "
-            "values do not depend on it), so the shared-gain null and the plain null give the "
-            "same normalised results; an *additive* shift of equal absolute size on plateau and "
-            "random neurons would not cancel.",
-            "",
-        ])
+# Confounds of every null and planted draw: (a) shared rare gain, (b) per-head gains, (c) a
+# plateau-only gain for every head, and a spread of heads' plateau-to-random ratios like the
+# committed SmolLM2 run's (IQR 10.5-11.3 around 10.9, i.e. a log-sd of ~0.05).
+CONFOUNDS = {"rare_gain": 0.5, "head_gain_sd": 0.2, "plateau_rare_gain": 0.3, "k_sd": 0.05}
+# Noise of the SmolLM2-like layouts: with it the previous statistic (window means, ratio
+# normalisation) gives per-head 95% intervals of median width ~0.18 on these data, the
+# committed SmolLM2 run's 0.166 (anchored on what was measured, not on the new statistic).
+SMOLLM2_NOISE = {"noise_sd": 0.2, "shared_sd": 0.2}
+# Layouts: 'small' (8 heads, dense, 60 rows: cheap enough for CI), 'smollm2' (270 heads,
+# 30 layers x 9, 64 rows with the committed SmolLM2 run's sparse pairing), 'smollm2-320'
+# (24 heads on 320 such rows: enough data for equivalence to be reachable, so that 'supported'
+# for a head planted at the SESOI is a real check of the boundary).
+CONFIGS = {
+    "small": {"layout": "dense", "n_rows": 60, "n_layers": 2, "heads_per_layer": 4},
+    "smollm2": {"layout": "sparse", "n_rows": 64, "n_layers": 30, "heads_per_layer": 9,
+                "seq_len": 256, **SMOLLM2_NOISE},
+    "smollm2-320": {"layout": "sparse", "n_rows": 320, "n_layers": 4, "heads_per_layer": 6,
+                    "seq_len": 256, **SMOLLM2_NOISE},
+}
+POWER_STRENGTH = {"small": 0.5, "smollm2": 0.8, "smollm2-320": 0.5}
+# A router shaped like the head rewired in the trained tiny-gpt2 (tests/test_planted_head.py):
+# it also writes, weakly, at common positions, and random neurons take 80% of the plateau's
+# push (at the model's ratio): raw selectivity ~+2.6, plateau/random ratio ~+0.1, the test's
+# effect e (1 - router_common)(1 - leak) / (1 + router_common e) = ~+0.5.
+LEAK = {"strength": 4.0, "leak": 0.8, "router_common": 0.1}
 
 
-def calibrate_routing(n_null: int = 200, n_power: int = 100, n_raw_gain: int = 50,
-                      strength: float = 0.2, rare_gain: float = 0.5, planted_head: int = 2,
-                      weaker: tuple[float, ...] = (0.1, 0.15), n_weaker: int = 50,
-                      alpha: float = 0.05, fdr_q: float = 0.05, margin: float | None = None,
-                      n_boot: int = 200, seed: int = 0) -> RoutingCalibration:
-    """False-positive rates on nulls and power on a planted head, each on fresh data sets.
+def _draw(config: str, seed: int, **kw) -> RoutingData:
+    return synthetic_routing(**{**CONFIGS[config], **CONFOUNDS, **kw}, seed=seed)
 
-    `n_null` null data sets are each tested three ways (shared-gain null normalised, plain null
-    raw, and for the first `n_raw_gain` the shared-gain null raw); `n_power` planted data sets
-    at `strength`, `n_weaker` at each of the `weaker` strengths.
-    """
-    from harness.analyses.routing import DEFAULT_MARGIN, no_routing_test
 
-    kw = dict(alpha=alpha, fdr_q=fdr_q, margin=margin, n_boot=n_boot)
-    fp_norm = fp_raw = supported = raw_gain_hits = 0
-    for i in range(n_null):
-        plain = synthetic_routing(seed=seed * 100_003 + i)
-        gained = with_rare_gain(plain, rare_gain)
-        r = no_routing_test(*gained.test_args(), seed=i, **kw)
-        fp_norm += bool(r.details["routing_heads"])
-        supported += r.supported
-        fp_raw += bool(no_routing_test(*plain.test_args(), seed=i, normalise="none",
-                                       **kw).details["routing_heads"])
-        if i < n_raw_gain:
-            raw_gain_hits += bool(no_routing_test(*gained.test_args(), seed=i, normalise="none",
-                                                  **kw).details["routing_heads"])
-    def planted_runs(s: float, n: int, offset: int) -> tuple[int, int, list[float]]:
-        found = others = 0
-        rels = []
-        for i in range(n):
-            d = synthetic_routing(seed=seed * 100_003 + offset + i, planted_head=planted_head,
-                                  strength=s, rare_gain=rare_gain)
-            r = no_routing_test(*d.test_args(), seed=i, **kw)
-            flagged = [tuple(h) for h in r.details["routing_heads"]]
-            found += d.planted in flagged
-            others += any(h != d.planted for h in flagged)
-            rels.append(r.details["per_head"][planted_head]["rel_selectivity"])
-        return found, others, rels
+def _decide(data: RoutingData, seed: int, n_boot: int, normalise: str = "did",
+            centre: bool = True):
+    from harness.analyses.routing import RoutingAnalysis
 
-    found, others, rels = planted_runs(strength, n_power, 50_000)
-    curve = {s: (planted_runs(s, n_weaker, 60_000 + 1000 * k)[0] / n_weaker, n_weaker)
-             for k, s in enumerate(weaker)}
+    a = RoutingAnalysis(data.infl_plateau, data.infl_random, data.rare, data.common, data.row,
+                        data.pos, data.heads, n_boot=n_boot, seed=seed, normalise=normalise,
+                        centre=centre)
+    hs, jd = a.decide()
+    return jd.decision.verdict, [data.heads[h] for h in np.flatnonzero(jd.routing)], hs
+
+
+def calibrate_routing(config: str = "small", reps: int = 200, n_boot: int = 500,
+                      seed: int = 0, alpha: float = 0.05) -> list[CalibrationRow]:
+    """Monte-Carlo rows for one layout: false 'refuted' on the confounded null, power for a
+    planted head (and for a leaky router, with the 'ratio' normalisation beside), and false
+    'supported' for a head planted exactly at the SESOI. `reps` data sets per row."""
+    from harness.analyses.routing import SESOI
+
+    n_heads = CONFIGS[config]["n_layers"] * CONFIGS[config]["heads_per_layer"]
+    planted = n_heads // 2
+    sesoi = SESOI.value
+    base = 1000 * seed + 7919 * list(CONFIGS).index(config)
+    counts = {k: 0 for k in ("null_refuted", "null_supported", "power", "power_other",
+                             "at_sesoi_supported", "leak_did", "leak_ratio")}
+    for i in range(reps):
+        null = _draw(config, base + i)
+        verdict, _, _ = _decide(null, i, n_boot)
+        counts["null_refuted"] += verdict == "refuted"
+        counts["null_supported"] += verdict == "supported"
+        d = _draw(config, base + 100_000 + i, planted_head=planted,
+                  strength=POWER_STRENGTH[config])
+        verdict, routing, _ = _decide(d, i, n_boot)
+        counts["power"] += d.planted in routing
+        counts["power_other"] += any(h != d.planted for h in routing)
+        d = _draw(config, base + 200_000 + i, planted_head=planted, strength=sesoi)
+        counts["at_sesoi_supported"] += _decide(d, i, n_boot)[0] == "supported"
+        d = _draw(config, base + 300_000 + i, planted_head=planted, **LEAK)
+        counts["leak_did"] += d.planted in _decide(d, i, n_boot)[1]
+        counts["leak_ratio"] += d.planted in _decide(d, i, n_boot, normalise="ratio")[1]
+    name = f"claim3 {config}"
+    conf = "null + confounds (a)(b)(c)"
     rows = [
-        calibration_row("claim3 routing", f"null + shared rare gain {rare_gain}, normalised",
-                        n_null, fp_norm, alpha, "fpr"),
-        calibration_row("claim3 routing", "null, raw influence (normalise='none'), "
-                        "row/position confounds", n_null, fp_raw, alpha, "fpr"),
-        calibration_row("claim3 routing", f"planted head s={strength} + shared gain, "
-                        "normalised", n_power, found, alpha, "power"),
+        calibration_row(name, f"{conf}: verdict 'refuted'", reps, counts["null_refuted"],
+                        alpha, "fpr"),
+        calibration_row(name, f"planted head s={POWER_STRENGTH[config]}: flagged (refuted)",
+                        reps, counts["power"], alpha, "power"),
+        calibration_row(name, f"planted head s={sesoi:g} (= SESOI): verdict 'supported'",
+                        reps, counts["at_sesoi_supported"], alpha, "fpr"),
+        calibration_row(name, f"leaky router s={LEAK['strength']:g}, leak {LEAK['leak']:g}: "
+                              "flagged (did, centred)", reps, counts["leak_did"], alpha, "power"),
     ]
-    eq_rate, eq_se = mc_rate(supported, n_null)
-    data = synthetic_routing()
-    return RoutingCalibration(
-        rows=rows, equivalence_rate=eq_rate, equivalence_se=eq_se,
-        raw_gain_routing_rate=raw_gain_hits / n_raw_gain if n_raw_gain else float("nan"),
-        n_raw_gain=n_raw_gain, other_heads_flagged_rate=others / n_power,
-        planted_rel_mean=float(np.mean(rels)), power_curve=curve,
-        settings={"data": f"{len(data.heads)} heads, {int(data.row.max()) + 1} rows x "
-                          f"{int((data.row == 0).sum())} kept positions, ~{int(data.rare.sum())} "
-                          f"rare positions, {data.infl_random.shape[0]} random groups",
-                  "rare_gain": rare_gain, "strength": strength, "alpha": alpha, "fdr_q": fdr_q,
-                  "margin": DEFAULT_MARGIN if margin is None else margin, "n_boot": n_boot})
+    extra = [
+        ("null: verdict 'supported' (equivalence reached)", counts["null_supported"]),
+        (f"planted s={POWER_STRENGTH[config]}: another head flagged", counts["power_other"]),
+        ("leaky router: flagged with normalise='ratio' (centred alike)", counts["leak_ratio"]),
+    ]
+    return rows + [_reported(name, text, reps, k) for text, k in extra]
 
 
-def write_calibration_report(path: str | Path, calibration: RoutingCalibration | None = None
-                             ) -> RoutingCalibration:
-    """Write the claim-3 calibration table (markdown) to `path`; compute it if not given."""
-    cal = calibration if calibration is not None else calibrate_routing()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(cal.markdown())
-    return cal
+def _reported(name: str, setting: str, n: int, k: int) -> CalibrationRow:
+    """A rate reported without a pass/fail target (kind 'power' with target 0)."""
+    return CalibrationRow(name, setting + " [reported]", "power", n, k, 0.0)
+
+
+def calibration_settings(configs: tuple[str, ...], reps: dict, n_boot: int) -> dict:
+    from harness.analyses.routing import N_FLIP, SESOI
+
+    return {"configs": {c: CONFIGS[c] for c in configs}, "reps": reps, "n_boot": n_boot,
+            "n_flip": f">= {N_FLIP} (enough for one head to survive BH over all heads)",
+            "confounds": CONFOUNDS, "power_strength": {c: POWER_STRENGTH[c] for c in configs},
+            "leaky_router": LEAK, "sesoi": SESOI.value, "alpha": 0.05, "fdr_q": 0.05,
+            "rule": "did, centred on the typical head; BH over all heads; IUT equivalence"}
+
+
+FULL_REPS = {"small": 400, "smollm2": 200, "smollm2-320": 200}
+
+
+def calibrate_all(reps: dict | None = None, n_boot: int = 500, seed: int = 0,
+                  configs: tuple[str, ...] = tuple(CONFIGS)) -> dict:
+    """The calibration record (harness.stats.calibration.calibration_record) of every layout."""
+    reps = {c: (reps or FULL_REPS)[c] for c in configs}
+    rows, timing = [], {}
+    for c in configs:
+        start = time.perf_counter()
+        rows += calibrate_routing(c, reps[c], n_boot, seed)
+        timing[c] = round(time.perf_counter() - start, 1)
+    record = calibration_record("claim3", rows, calibration_settings(configs, reps, n_boot),
+                                CODE_FILES)
+    record["wall_time_s"] = timing
+    return record
+
+
+def markdown(record: dict) -> str:
+    s = record["settings"]
+    rows = [CalibrationRow(r["name"], r["setting"], r["kind"], r["n_reps"], r["rejections"],
+                           r["target"]) for r in record["rows"]]
+    gated = [r for r in rows if not r.setting.endswith("[reported]")]
+    reported = [r for r in rows if r.setting.endswith("[reported]")]
+    return "\n".join([
+        "# Claim 3 (no preferential routing): calibration of `no_routing_test`",
+        "",
+        "Generated by `python -m harness.analyses.synthetic_routing` (writes this file and "
+        "`claim3.json` beside it; code digest in the JSON). tests/test_calibration_routing.py "
+        "regenerates the 'small' rows with fewer replicates and checks they agree with the "
+        "JSON within Monte-Carlo error.",
+        "",
+        f"Rule: {s['rule']}; SESOI {s['sesoi']}, alpha {s['alpha']}, BH q {s['fdr_q']}, "
+        f"{s['n_boot']} bootstrap draws, sign flips {s['n_flip']}.",
+        "Data (`synthetic_routing`, layouts in `CONFIGS`): " + "; ".join(
+            f"{c}: {v['n_layers'] * v['heads_per_layer']} heads, {v['n_rows']} rows, "
+            f"{v['layout']} layout" for c, v in s["configs"].items()) + ".",
+        f"Every null and planted draw carries the confounds {s['confounds']} (rare_gain: all "
+        "heads x all neurons; head_gain_sd: per-head gains on all neurons; plateau_rare_gain: "
+        "plateau-only gain for every head; k_sd: spread of the heads' plateau-to-random "
+        "ratios, as in the committed SmolLM2 run). Planted: one head's plateau influence gets "
+        "an additive push at rare positions, sized so that the test's effect measure for it "
+        "is s (so s = SESOI is exactly the equivalence margin); the leaky router also writes "
+        f"at common positions ({s['leaky_router']['router_common']} x) and moves each random "
+        f"group by {s['leaky_router']['leak']} x its plateau push (at the model's ratio).",
+        "",
+        calibration_table(gated),
+        "",
+        "Reported rates (no target):",
+        "",
+        *(f"- {r.name}, {r.setting.removesuffix(' [reported]')}: {r.rate:.3f} (MC s.e. "
+          f"{r.mc_se:.3f}, n = {r.n_reps})" for r in reported),
+        "",
+        "Reading: 'fpr' rows must stay <= alpha + 2 MC s.e.; the 'supported' row for a head "
+        "planted exactly at the SESOI is issue 19.4's requirement (equivalence over every "
+        "head at once: a head at the margin never certifies 'no routing' in more than alpha "
+        "of runs). At 64 rows and 270 heads equivalence is out of reach even under the null "
+        "(the null 'supported' rate above), so the boundary check is repeated on 320 rows "
+        "where the null reaches it. Wall time per layout: " + ", ".join(
+            f"{k} {v} s" for k, v in record.get("wall_time_s", {}).items()) + ".",
+        "",
+    ])
+
+
+def write_calibration(out_dir: str | Path = "reports/calibration", record: dict | None = None
+                      ) -> dict:
+    """Write claim3.json and claim3.md (computing the full calibration if not given)."""
+    record = record if record is not None else calibrate_all()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "claim3.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / "claim3.md").write_text(markdown(record))
+    return record
+
+
+if __name__ == "__main__":
+    write_calibration()

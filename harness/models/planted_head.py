@@ -126,3 +126,117 @@ def planted_routing_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2
     mlp.c_fc.weight[:, idx] += read * f32(w)[:, None]
     mlp.c_fc.bias[idx] = bias
     return PlantedModel(model=model, rare_tokens=rare, plateau=plateau, planted=planted)
+
+
+# ------------------------------------------------------------------ a router in a trained model
+
+@dataclass(frozen=True, eq=False)
+class WiredHead:
+    """A router planned for one head of a trained GPT-2 (`plan_routing_head`); `apply()` writes
+    it into the model's own parameter tensors in place, so a ModelFacade already built on the
+    model sees the change (one bridge serves the unmodified and the rewired model)."""
+
+    head: tuple[int, int]
+    group: np.ndarray          # final-layer MLP neurons the routed direction is aimed at
+    write_norm: float          # norm of the routed write (residual units)
+    resid_norm: float          # mean residual norm at the head's layer input
+    probe_rare: float          # mean rarity score at rare / common kept positions (~1 / ~0)
+    probe_common: float
+    probe_common_sd: float
+    edits: tuple = ()          # (parameter, index, new value)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for param, index, value in self.edits:
+            param[index] = value
+
+
+def load_fixture_hf(name: str = "tiny-gpt2") -> GPT2LMHeadModel:
+    """A fresh copy of a committed fixture's HF model (eval mode, float32), built at test time
+    from the committed weights."""
+    from harness.models.loading import _load_hf
+    from harness.models.registry import resolve
+
+    return _load_hf(resolve(name), torch.float32)[0].eval()
+
+
+def _ln_input_capture(model: GPT2LMHeadModel, layer: int, rows: np.ndarray,
+                      batch: int = 16) -> tuple[np.ndarray, float]:
+    """(ln_1 output of block `layer` [n_rows, T, d], mean residual norm at its input)."""
+    out, norms = [], []
+    ln = model.transformer.h[layer].ln_1
+
+    def grab(module, inputs, output) -> None:
+        out.append(output.detach().double())
+        norms.append(inputs[0].norm(dim=-1).mean())
+
+    hook = ln.register_forward_hook(grab)
+    try:
+        with torch.no_grad():
+            for s in range(0, len(rows), batch):
+                model(torch.as_tensor(rows[s:s + batch]))
+    finally:
+        hook.remove()
+    return torch.cat(out).numpy(), float(torch.stack(norms).mean())
+
+
+@torch.no_grad()
+def plan_routing_head(model: GPT2LMHeadModel, rows: np.ndarray, keep: np.ndarray,
+                      rare: np.ndarray, group: np.ndarray, head: tuple[int, int] | None = None,
+                      write: float = 0.5, qk_scale: float = 6.0, ridge: float = 1e-3
+                      ) -> WiredHead:
+    """Plan turning one head of a *trained* GPT-2 into a router for rare tokens (call
+    `.apply()` on the result to write it into the model).
+
+    Why: the synthetic `planted_routing_model` is built so that rare and common tokens differ
+    only through the wired head, which a trained model never is; here every other weight stays
+    as trained, so the difficulty of rare positions, LayerNorm and the small residual stream
+    act on the test as they would on a real router (issue 20.2). Default head: the last
+    layer's head 0.
+
+    The head's first dimension is rewired: query, key and value read a linear rarity score of
+    its input (a ridge probe fitted on `rows` at the kept positions: ~1 where the current token
+    is rare, ~0 elsewhere), so rare queries attend to rare keys (themselves included) and carry
+    the score; its output row writes `write` x (mean residual norm) along w, the direction the
+    `group` neurons read through the final LayerNorm (their centred read vectors, summed with
+    unit weight). The head's other dimensions keep their trained weights, so it also does its
+    ordinary work. In a 48-dimensional residual stream w cannot be orthogonal to the other
+    neurons' read vectors, and a write this large changes the LayerNorm scale, so random
+    neurons move too, and the probe's noise makes the head write a little at common positions
+    as well: per position, random groups' influence rises almost as much as the group's.
+    """
+    tr = model.transformer
+    n_layers, n_heads = len(tr.h), model.config.n_head
+    layer, h = head if head is not None else (n_layers - 1, 0)
+    d = model.config.n_embd
+    dh = d // n_heads
+    x, resid_norm = _ln_input_capture(model, layer, np.asarray(rows))
+    keep, rare = np.asarray(keep, bool), np.asarray(rare, bool)
+    xk, yk = x[keep], rare[keep].astype(np.float64)
+    a = np.c_[xk, np.ones(len(xk))]
+    coef = np.linalg.solve(a.T @ a + ridge * len(xk) * np.eye(a.shape[1]), a.T @ yk)
+    score = a @ coef
+    m_r, m_c = score[yk == 1].mean(), score[yk == 0].mean()
+    span = m_r - m_c
+    u = torch.as_tensor(coef[:-1] / span, dtype=torch.float32)
+    b = float((coef[-1] - m_c) / span)
+    attn = tr.h[layer].attn
+    col = h * dh
+    edits = []
+    for part, scale in ((0, qk_scale), (1, qk_scale), (2, 1.0)):   # query, key, value
+        edits.append((attn.c_attn.weight, (slice(None), part * d + col), scale * u))
+        edits.append((attn.c_attn.bias, part * d + col, torch.tensor(scale * b)))
+    block = tr.h[-1]
+    idx = torch.as_tensor(np.asarray(group))
+    reads = (block.ln_2.weight[:, None] * block.mlp.c_fc.weight[:, idx]).double()
+    reads = reads - reads.mean(0, keepdim=True)
+    w = (reads / reads.norm(dim=0, keepdim=True)).sum(1)
+    w = w - w.mean()
+    w = (w / w.norm()).float()
+    norm = write * resid_norm
+    edits.append((attn.c_proj.weight, col, norm * w))
+    z = (score - m_c) / span
+    return WiredHead(head=(int(layer), int(h)), group=np.asarray(group), write_norm=float(norm),
+                     resid_norm=resid_norm, probe_rare=float(z[yk == 1].mean()),
+                     probe_common=float(z[yk == 0].mean()),
+                     probe_common_sd=float(z[yk == 0].std()), edits=tuple(edits))
