@@ -198,20 +198,21 @@ def _decide(data: RoutingData, seed: int, n_boot: int, normalise: str = "did",
     return jd.decision.verdict, [data.heads[h] for h in np.flatnonzero(jd.routing)], hs
 
 
-def calibrate_routing(config: str = "small", reps: int = 200, n_boot: int = 500,
-                      seed: int = 0, alpha: float = 0.05) -> list[CalibrationRow]:
-    """Monte-Carlo rows for one layout: false 'refuted' on the confounded null, power for a
-    planted head (and for a leaky router, with the 'ratio' normalisation beside), and false
-    'supported' for a head planted exactly at the SESOI. `reps` data sets per row."""
+COUNTS = ("null_refuted", "null_supported", "power", "power_other", "at_sesoi_supported",
+          "leak_did", "leak_ratio")
+
+
+def calibration_counts(config: str, start: int, stop: int, n_boot: int = 500,
+                       seed: int = 0) -> dict:
+    """Monte-Carlo counts of replicates [start, stop) of one layout (each replicate draws its
+    own data sets from its index, so chunks add up to the same totals as one run)."""
     from harness.analyses.routing import SESOI
 
     n_heads = CONFIGS[config]["n_layers"] * CONFIGS[config]["heads_per_layer"]
     planted = n_heads // 2
-    sesoi = SESOI.value
     base = 1000 * seed + 7919 * list(CONFIGS).index(config)
-    counts = {k: 0 for k in ("null_refuted", "null_supported", "power", "power_other",
-                             "at_sesoi_supported", "leak_did", "leak_ratio")}
-    for i in range(reps):
+    counts = dict.fromkeys(COUNTS, 0)
+    for i in range(start, stop):
         null = _draw(config, base + i)
         verdict, _, _ = _decide(null, i, n_boot)
         counts["null_refuted"] += verdict == "refuted"
@@ -221,11 +222,22 @@ def calibrate_routing(config: str = "small", reps: int = 200, n_boot: int = 500,
         verdict, routing, _ = _decide(d, i, n_boot)
         counts["power"] += d.planted in routing
         counts["power_other"] += any(h != d.planted for h in routing)
-        d = _draw(config, base + 200_000 + i, planted_head=planted, strength=sesoi)
+        d = _draw(config, base + 200_000 + i, planted_head=planted, strength=SESOI.value)
         counts["at_sesoi_supported"] += _decide(d, i, n_boot)[0] == "supported"
         d = _draw(config, base + 300_000 + i, planted_head=planted, **LEAK)
         counts["leak_did"] += d.planted in _decide(d, i, n_boot)[1]
         counts["leak_ratio"] += d.planted in _decide(d, i, n_boot, normalise="ratio")[1]
+    return {k: int(v) for k, v in counts.items()}
+
+
+def calibration_rows(config: str, counts: dict, reps: int,
+                     alpha: float = 0.05) -> list[CalibrationRow]:
+    """Table rows from the counts of `reps` replicates: false 'refuted' on the confounded null,
+    power for a planted head and for a leaky router, and false 'supported' for a head planted
+    exactly at the SESOI; then the rates reported without a target."""
+    from harness.analyses.routing import SESOI
+
+    sesoi = SESOI.value
     name = f"claim3 {config}"
     conf = "null + confounds (a)(b)(c)"
     rows = [
@@ -244,6 +256,13 @@ def calibrate_routing(config: str = "small", reps: int = 200, n_boot: int = 500,
         ("leaky router: flagged with normalise='ratio' (centred alike)", counts["leak_ratio"]),
     ]
     return rows + [_reported(name, text, reps, k) for text, k in extra]
+
+
+def calibrate_routing(config: str = "small", reps: int = 200, n_boot: int = 500,
+                      seed: int = 0, alpha: float = 0.05) -> list[CalibrationRow]:
+    """Monte-Carlo rows for one layout (`reps` data sets per row)."""
+    return calibration_rows(config, calibration_counts(config, 0, reps, n_boot, seed), reps,
+                            alpha)
 
 
 def _reported(name: str, setting: str, n: int, k: int) -> CalibrationRow:
@@ -265,13 +284,29 @@ FULL_REPS = {"small": 400, "smollm2": 200, "smollm2-320": 200}
 
 
 def calibrate_all(reps: dict | None = None, n_boot: int = 500, seed: int = 0,
-                  configs: tuple[str, ...] = tuple(CONFIGS)) -> dict:
-    """The calibration record (harness.stats.calibration.calibration_record) of every layout."""
+                  configs: tuple[str, ...] = tuple(CONFIGS), chunk: int = 25,
+                  cache_dir: str | Path | None = None) -> dict:
+    """The calibration record (harness.stats.calibration.calibration_record) of every layout.
+    With `cache_dir`, each chunk of replicates is saved as it finishes and reused, so an
+    interrupted run resumes."""
     reps = {c: (reps or FULL_REPS)[c] for c in configs}
     rows, timing = [], {}
     for c in configs:
         start = time.perf_counter()
-        rows += calibrate_routing(c, reps[c], n_boot, seed)
+        total = dict.fromkeys(COUNTS, 0)
+        for lo in range(0, reps[c], chunk):
+            hi = min(lo + chunk, reps[c])
+            path = (Path(cache_dir) / f"claim3-{c}-{seed}-{n_boot}-{lo}-{hi}.json"
+                    if cache_dir else None)
+            if path is not None and path.is_file():
+                part = json.loads(path.read_text())
+            else:
+                part = calibration_counts(c, lo, hi, n_boot, seed)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(part))
+            total = {k: total[k] + part[k] for k in COUNTS}
+        rows += calibration_rows(c, total, reps[c])
         timing[c] = round(time.perf_counter() - start, 1)
     record = calibration_record("claim3", rows, calibration_settings(configs, reps, n_boot),
                                 CODE_FILES)
