@@ -19,7 +19,7 @@ import pytest
 from harness import goldens
 from harness.analyses.regimes import INFLUENCE_FLOOR, influence, sorted_curve, sorted_log_top
 from harness.claimkit import golden_path
-from harness.claimset import CI_SEED, ci_prepared, load_claims
+from harness.claimset import CI_POWER_REPS, CI_SEED, ci_prepared, load_claims
 from harness.data.rarity import RaritySpec
 from harness.stats.accumulate import weighted_sums
 
@@ -66,8 +66,8 @@ def test_delta_noise_moves_pinned_numbers_less_than_golden_tolerance(model):
     noise = np.random.default_rng(2024).normal(0.0, goldens.DELTA_NOISE_NATS, inf.delta.shape)
     noisy = dataclasses.replace(prep, influence=dataclasses.replace(
         inf, delta=(inf.delta + noise).astype(np.float32)))
-    clean = module.compute(prep, rarity, CI_SEED)
-    perturbed = module.compute(noisy, rarity, CI_SEED)
+    clean = module.compute(prep, rarity, CI_SEED, power_reps=CI_POWER_REPS)
+    perturbed = module.compute(noisy, rarity, CI_SEED, power_reps=CI_POWER_REPS)
     assert goldens.mismatches(clean, golden, module.PINNED) == []
     a = goldens.pinned_numbers(clean, module.PINNED)
     b = goldens.pinned_numbers(perturbed, module.PINNED)
