@@ -36,9 +36,10 @@ Preregistration (direction 'exists'; four verdicts, harness.verdicts; alpha = 0.
                top, so its null is 0) <= 0;
   controls (a failed control blocks 'supported' only; a plateau absent beyond the SESOI is
   refuted whatever the controls say):
-               loss_match_balance - |standardised mean difference of the loss, rare vs
-               loss-matched common| <= 0.25 (issue 20.1: with nothing as hard as the rare
-               positions the control cannot tell rarity from difficulty);
+               loss_match_balance - each rare position is paired with the unused common
+               position nearest in loss (without replacement); |standardised mean
+               difference of the loss, rare vs partners| <= 0.25 (issue 20.1: with nothing as
+               hard as the rare positions the control cannot tell rarity from difficulty);
                beyond_difficulty - the rare curve lifts above loss-matched common positions at
                the estimated width (lower (1 - 2 alpha) bootstrap bound > 0);
   untestable   iff rare tokens were not learned (claimkit.apply_precondition; the would-be
