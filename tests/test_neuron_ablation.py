@@ -54,7 +54,9 @@ def test_pure_closed_form_matches_float64_brute_force(kind):
     torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=0)
     sub = neuron_ablation_delta(resid, acts, targets, W_out, W_U, b_U, norm, values,
                                 neurons=[4, 0, 31])
-    torch.testing.assert_close(sub, got[:, [4, 0, 31]], atol=1e-6, rtol=0)
+    # same kernel on a subset: only the float32 summation order differs (vector width is
+    # CPU-dependent; CI's CPU measured 1.2e-6 at |Delta| 0.57, i.e. 2e-6 relative)
+    torch.testing.assert_close(sub, got[:, [4, 0, 31]], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(clean_loss(resid, targets, W_U, b_U, norm).double(), ref_loss,
                                atol=1e-5, rtol=1e-6)
     at_own_value = neuron_ablation_delta(resid, acts, targets, W_out, W_U, b_U, norm, acts[0])
