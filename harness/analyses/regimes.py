@@ -41,6 +41,10 @@ PAPER_LAYER, PAPER_PLATEAUS = 6400, (30, 40, 50)
 W_MAX = 100  # widest plateau scanned: twice the papers' widest
 MIN_BASELINE = 5  # the baseline of width w is ranks w+1..w+max(w, 5)
 MIN_TOP_K = 5  # the top set whose split-half reliability gates the verdict has >= 5 neurons
+CALIPER_SD = 0.2  # a rare position's loss-matched partner lies within 0.2 pooled loss s.d.
+#                   (the usual caliper, Austin 2011), else it has none
+MIN_MATCHED_SHARE = 0.5  # the loss-matched control speaks for the rare positions only when at
+#                          least half of them have a partner
 MAX_SMD = 0.25  # loss matching balanced iff |standardised mean difference| <= 0.25 (the usual
 #                 rule for matched designs: Stuart 2010, Austin 2009)
 SIGNS = ("boost", "suppress")
@@ -390,20 +394,23 @@ def batch_means(delta: np.ndarray, index_sets: list[np.ndarray]) -> np.ndarray:
 
 def loss_matched(loss: np.ndarray, rare_idx: np.ndarray, common_idx: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
-    """Common positions matched one to one to the rare positions on the clean loss.
+    """A common partner for each rare position, matched on the clean loss; -1 where none.
 
-    Nearest-neighbour matching without replacement, rare positions in random order: each takes
-    the unused common position nearest in loss (ties at random). Where hard common positions
-    are scarce the later rare positions get easier partners, and `match_balance` shows it.
+    Nearest-neighbour caliper matching without replacement, rare positions in random order:
+    each takes the unused common position nearest in loss if it lies within CALIPER_SD pooled
+    loss s.d., else stays unmatched (-1). The control then compares the matched rare positions
+    with their partners - two sets of one size, no repeats, so neither curve is noisier (a
+    noisier curve blurs a plateau's edge, and a plateau of difficulty then looked like rarity)
+    - and `match_balance` measures how well the partners stand in for ALL rare positions.
     Why not quantile bins (the previous rule): within the bin that straddles a difficulty
     threshold the common positions crowd at its easy end (their density falls with loss),
-    so a plateau of difficulty leaked through the control (9% 'supported' at alpha = 0.05 in
-    calibration)."""
+    so a plateau of difficulty leaked through the control (9% 'supported' at alpha = 0.05)."""
     lr = np.asarray(loss[rare_idx], dtype=np.float64)
     order_c = np.argsort(loss[common_idx] + 1e-12 * rng.random(common_idx.size), kind="stable")
     lc = np.asarray(loss[common_idx], dtype=np.float64)[order_c]
+    caliper = CALIPER_SD * float(np.std(np.r_[lr, lc]))
     used = np.zeros(lc.size, dtype=bool)
-    # nearest unused neighbour to the left / right of each slot (path-compressed skip lists)
+    # nearest unused slot to the left / right of a slot (path-compressed skip lists)
     left, right = np.arange(lc.size), np.arange(lc.size)
 
     def find(nxt: np.ndarray, i: int) -> int:
@@ -411,22 +418,25 @@ def loss_matched(loss: np.ndarray, rare_idx: np.ndarray, common_idx: np.ndarray,
         while 0 <= i < lc.size and used[i]:
             path.append(i)
             i = nxt[i]
-        for p in path:
-            nxt[p] = i
+        for q in path:
+            nxt[q] = i
         return i
 
-    picks = np.empty(lr.size, dtype=np.int64)
+    picks = np.full(lr.size, -1, dtype=np.int64)
     for r in rng.permutation(lr.size):
-        at = int(np.searchsorted(lc, lr[r]))
+        x = lr[r]
+        at = int(np.searchsorted(lc, x))
         lo, hi = find(left, at - 1), find(right, at)
-        if hi >= lc.size or (lo >= 0 and lr[r] - lc[lo] <= lc[hi] - lr[r]):
-            pick = lo
-        else:
-            pick = hi
-        used[pick] = True
-        left[pick], right[pick] = pick - 1, pick + 1
-        picks[r] = pick
-    return common_idx[order_c[picks]]
+        if hi >= lc.size or (lo >= 0 and x - lc[lo] <= lc[hi] - x):
+            hi = lo
+        if hi < 0 or abs(lc[hi] - x) > caliper:
+            continue
+        used[hi] = True
+        left[hi], right[hi] = hi - 1, hi + 1
+        picks[r] = order_c[hi]
+    out = np.full(lr.size, -1, dtype=np.int64)
+    out[picks >= 0] = common_idx[picks[picks >= 0]]
+    return out
 
 
 def match_balance(loss_rare: np.ndarray, loss_matched_: np.ndarray,
@@ -627,29 +637,59 @@ def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: 
     # inflated again), the width re-estimated in every replicate
     boot_a, boot_b = pool.boot(lab, n_boot)
     lifts_b, fixed_b = pool.stats(boot_a, boot_b)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lifts_b = lifts_b - (np.nanmean(lifts_b, 0) - scan)
-    w_b = _argmax_width(null.z(lifts_b))
-    eff_b = lifts_b[np.arange(w_b.size), w_b - 1] - null.mean[w_b - 1]
+    eff_b, w_b = _boot_effect(lifts_b, scan[None, :], null)
     ci = percentile_ci(eff_b)
     upper = percentile_ci(eff_b, 1 - 2 * alpha)[1]
 
-    # control: the rare curve lifts above loss-matched common positions at the same width
+    # control: the rare curve lifts above loss-matched common positions. The width is chosen
+    # on the mean of the two curves against the common curve - symmetric in rare and
+    # matched, so it favours neither (the width chosen on the rare curve alone favoured its
+    # noise; each set at its own best width penalised the noisier set) - in every bootstrap
+    # replicate again.
     rare_idx, common_idx = np.flatnonzero(lab.labels), np.flatnonzero(~lab.labels)
-    draws = [loss_matched(pool.loss, rare_idx, common_idx, rng) for _ in range(n_loss_draws)]
+    partners = [loss_matched(pool.loss, rare_idx, common_idx, rng) for _ in range(n_loss_draws)]
+    pairs = [(rare_idx[p >= 0], p[p >= 0]) for p in partners]
+    if min(ix.size for _, ix in pairs) < 2:  # nothing to compare with: the control fails
+        pairs = [(rare_idx, rng.choice(common_idx, rare_idx.size, replace=False))] * len(pairs)
+        no_match = True
+    else:
+        no_match = False
+    draws = [ix for _, ix in pairs]
+    lm_rare = pool.sgn * batch_means(pool.delta, [rx for rx, _ in pairs])
     lm_curves = pool.sgn * batch_means(pool.delta, draws)
-    lm_lift = pool.stats(np.broadcast_to(a, lm_curves.shape), lm_curves)[0][:, width - 1]
-    lm_boot = np.empty(n_boot)
+    if lab.plant is not None:
+        lm_rare[:, lab.plant.neurons] += lab.plant.add
+    lm_w = _argmax_width(null.z(pool.stats(0.5 * (lm_rare + lm_curves),
+                                           np.broadcast_to(b, lm_curves.shape))[0]))
+    lm_scan = pool.stats(lm_rare, lm_curves)[0]
+    lm_lift = lm_scan[np.arange(lm_w.size), lm_w - 1]
     w_all = pool.boot_w[:n_boot]
-    for d, ix in enumerate(draws):
-        s_m, c_m = grouped_sums(pool.delta[ix], pool.strata[ix], pool.n_rows)
+    lm_b, centre = np.empty_like(lifts_b), np.empty_like(lifts_b)
+    lm_wb = np.empty(n_boot, dtype=np.int64)
+    for d, (rx, ix) in enumerate(pairs):
         blk = slice(d, n_boot, n_loss_draws)
-        lm_boot[blk] = pool.stats(boot_a[blk], pool.boot_curves(pool.sgn * s_m, c_m, w_all[blk])
-                                  )[0][:, width - 1]
-    lm_lo = percentile_ci(lm_boot, 1 - 2 * alpha)[0]
-    bal = match_balance(pool.loss[rare_idx], np.concatenate([pool.loss[ix] for ix in draws]),
-                        pool.loss[common_idx])
+        s_r, c_r = grouped_sums(pool.delta[rx], pool.strata[rx], pool.n_rows)
+        r_b = pool.boot_curves(pool.sgn * s_r, c_r, w_all[blk])
+        if lab.plant is not None:
+            r_b[:, lab.plant.neurons] += lab.plant.add
+        s_m, c_m = grouped_sums(pool.delta[ix], pool.strata[ix], pool.n_rows)
+        m_b = pool.boot_curves(pool.sgn * s_m, c_m, w_all[blk])
+        lm_b[blk] = pool.stats(r_b, m_b)[0]
+        lm_wb[blk] = _argmax_width(null.z(pool.stats(0.5 * (r_b + m_b), boot_b[blk])[0]))
+        centre[blk] = lm_scan[d]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lm_b = lm_b - np.nanmean(lm_b - centre, 0)
+    lm_boot = lm_b[np.arange(n_boot), lm_wb - 1]
+    lm_lo = percentile_ci(lm_boot, 1 - 2 * alpha)[0] if not no_match else float("nan")
+    bal = match_balance(np.concatenate([pool.loss[rx] for rx, _ in pairs]),
+                        np.concatenate([pool.loss[ix] for ix in draws]), pool.loss[common_idx])
+    share = 0.0 if no_match else float(np.mean([rx.size / rare_idx.size for rx, _ in pairs]))
+    bal.update(share_rare_matched=share, min_share=MIN_MATCHED_SHARE,
+               smd_all_rare=match_balance(pool.loss[rare_idx], pool.loss[draws[0]])["smd"],
+               share_rare_beyond_common=float(np.mean(pool.loss[rare_idx]
+                                                      > pool.loss[common_idx].max())))
+    balanced = bool(abs(bal["smd"]) <= MAX_SMD and share >= MIN_MATCHED_SHARE)
 
     top_k = min(max(width, MIN_TOP_K), pool.width)
     rel = top_set_reliability(lab.rare_sums(), lab.c_rare, rng, top_k=top_k,
@@ -663,13 +703,17 @@ def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: 
              f"unreliable top ranks: split-half Spearman over the top {rel.top_ranks} ranks "
              f"{rel.spearman_top:.3f} <= 0"))
     controls = (
-        Gate("loss_match_balance", bool(abs(bal["smd"]) <= MAX_SMD), bal["smd"], MAX_SMD,
-             f"loss matching failed: standardised mean difference of the loss {bal['smd']:.3g} "
-             f"(|SMD| > {MAX_SMD:g}; overlap {bal['overlap']:.2f}) - too few common positions "
-             "are as hard as the rare ones to tell rarity from difficulty"),
-        Gate("beyond_difficulty", bool(lm_lo > 0), lm_lo, 0.0,
-             f"plateau explained by difficulty: lift of rare over loss-matched common at width "
-             f"{width}, lower {100 * (1 - 2 * alpha):g}% bound {lm_lo:.3g} <= 0"))
+        Gate("loss_match_balance", balanced, bal["smd"], MAX_SMD,
+             f"loss matching failed: {100 * share:.0f}% of rare positions have a common "
+             f"partner within {CALIPER_SD:g} s.d. of loss (need >= "
+             f"{100 * MIN_MATCHED_SHARE:.0f}%), standardised mean difference of the matched "
+             f"losses {bal['smd']:.3g} (need |SMD| <= {MAX_SMD:g}; all rare positions: "
+             f"{bal['smd_all_rare']:.3g}) - too few common positions are as hard as the rare "
+             "ones to tell rarity from difficulty"),
+        Gate("beyond_difficulty", bool(lm_lo > 0), None if no_match else lm_lo, 0.0,
+             f"plateau explained by difficulty: lift of rare over loss-matched common "
+             f"{float(np.nanmean(lm_lift)):.3g} (width {int(np.median(lm_w))}), lower "
+             f"{100 * (1 - 2 * alpha):g}% bound {lm_lo:.3g} <= 0"))
     decision = decide_exists(p_value=p, alpha=alpha, upper=upper, sesoi=sesoi,
                              validity=validity, controls=controls)
     out = {"decision": decision, "statistic": t_obs, "p": p, "effect": effect, "ci": ci,
@@ -698,11 +742,26 @@ def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: 
                       "p": permutation_pvalue(fixed, null_fixed, "greater"),
                       "null_mean": float(np.nanmean(null_fixed)),
                       "ci": list(percentile_ci(fixed_b)) if fixed_b.size else [None, None]},
-        loss_matched={"method": "nearest neighbour on the loss, without replacement",
-                      "n_draws": n_loss_draws, "width": width,
-                      "lift_rare_vs_matched": float(np.nanmean(lm_lift)),
-                      "lower": lm_lo, "ci": list(percentile_ci(lm_boot)), "balance": bal})
+        loss_matched={"method": f"nearest neighbour on the loss without replacement, caliper "
+                                f"{CALIPER_SD:g} s.d.; unmatched rare positions left out",
+                      "n_draws": n_loss_draws,
+                      "width": int(np.median(lm_w)),
+                      "width_how": "argmax of the mean of rare and matched vs common",
+                      "lift_rare_vs_matched": float(np.nanmean(lm_lift)), "lower": lm_lo,
+                      "ci": list(percentile_ci(lm_boot)), "balance": bal})
     return out
+
+
+def _boot_effect(lifts_b: np.ndarray, centre: np.ndarray, null: ScanNull
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(effect, width) per bootstrap replicate: lifts [n_boot, W] shifted so that their mean
+    over replicates equals `centre` at every width (the resampled curves' extra top inflation
+    removed), the width re-estimated as the argmax of the standardised lift."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lifts_b = lifts_b - np.nanmean(lifts_b - centre, 0)
+    w_b = _argmax_width(null.z(lifts_b))
+    return lifts_b[np.arange(w_b.size), w_b - 1] - null.mean[w_b - 1], w_b
 
 
 def _baseline(a: np.ndarray, b: np.ndarray, width: int, ranks: int) -> float:
