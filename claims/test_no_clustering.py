@@ -57,7 +57,6 @@ from harness.analyses.plots_clustering import plot_nulls
 from harness.analyses.regimes import plateau_neurons, top_neurons
 from harness.claimkit import apply_precondition, check_verdict, settings_for
 from harness.claimset import ClaimSpec
-from harness.stats.precondition import check_learned
 from harness.verdicts import Sesoi
 
 CLAIM = "no-clustering"
@@ -134,7 +133,7 @@ def compute(prep, rarity, seed: int, group_kind: str = "plateau-boost", quick: b
                     n_leiden_check=10 if quick else 20),
         seed=seed)
     power = crossfit_own_power(cf, reps=power_reps, seed=seed)
-    pre = check_learned(inf.loss[rare], prep.facade.d_vocab, prep.unigram_loss(rare))
+    pre = prep.precondition(rarity)  # learnedness on the positions matching the rarity definition
     return apply_precondition(crossfit_result(cf, power), pre), cf
 
 

@@ -150,11 +150,6 @@ class Prepared:
         return check_learned(loss, self.facade.d_vocab, unigram, row=row, token=token,
                              positions=f"{where}; {loss.size} positions")
 
-    def unigram_loss(self, mask: np.ndarray) -> float:
-        """Mean CE of the unigram model (the smoothed frequency table) at masked positions."""
-        p = self.freq.probs
-        return float(-np.log(p[self.influence.target[mask]]).mean()) if mask.any() else math.nan
-
     def info(self) -> dict[str, Any]:
         return {"model": self.facade.info(), "eval": self.spec.__dict__, "n_pos": self.n_pos,
                 "n_kept": int(self.keep.sum()), "n_uniform": int(self.uniform.sum()),

@@ -577,7 +577,8 @@ class RoutingAnalysis:
             if (name, centre) == (self.normalise, self.centre):
                 continue
             ahs, ajd = self._judge(vals, pairs, full=False, centre=centre)
-            alt[name + ("_centred" if centre else "")] = {"s": _floats(ahs.s), "q": _floats(ajd.q),
+            alt[name + ("_centred" if centre else "")] = {
+                         "s": _floats(ahs.s), "q": _floats(ajd.q),
                          "n_significant": int(ajd.significant.sum()),
                          "n_routing": int(ajd.routing.sum()),
                          "would_be_verdict": ajd.decision.verdict,
@@ -606,8 +607,10 @@ class RoutingAnalysis:
                                           "influence when centred: a model-wide neuron-side "
                                           "change at rare positions, not routing by a head"},
             "unit": "row (packed sequence)",
-            "effect": "s_h = sum over pairs of [u(rare) - u(matched common)] / sum of the "
-                      "plateau influence at the matched commons (u: see normalise)",
+            "effect": "s_h = sum over pairs [P(rare) / (1 + m_h) - P(common) - k (R(rare) - "
+                      "R(common))] / sum of P(common); P / R: plateau / mean random-group "
+                      "influence; k: normalisation_k ('did'; 0 otherwise, with P / R as P for "
+                      "'ratio'); m_h: the other heads' median rare gain (centred; else 0)",
             "test": f"one-sided sign-flip randomisation test of the per-row sums of the paired "
                     f"differences (the effect's numerator), {self.rs.flips.shape[0]} flips "
                     "shared by all heads; H1: s > 0",

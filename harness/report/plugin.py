@@ -243,11 +243,15 @@ class ClaimProgress:
         if fixturedef.argname != PREPARED_FIXTURE or self.current is None:
             return (yield)
         start = time.perf_counter()
-        value = yield
-        took = time.perf_counter() - start
         nodeid = self.current
-        self.prep_s[nodeid] = self.prep_s.get(nodeid, 0.0) + took
         model = self._model(nodeid)
+        try:
+            value = yield
+        except BaseException:  # e.g. skipped (weights absent): nothing left to prepare
+            self.prepared.setdefault(model, time.perf_counter() - start)
+            raise
+        took = time.perf_counter() - start
+        self.prep_s[nodeid] = self.prep_s.get(nodeid, 0.0) + took
         if model not in self.prepared or took >= 1.0:
             self.prepared.setdefault(model, took)
             what = []

@@ -20,12 +20,20 @@ PACKAGES = ("torch", "transformers", "transformer-lens", "numpy", "scipy", "stat
 
 RARITY_WHICH = ("target", "current")
 
-# Measured seconds on 2 shared CPU cores with the `rarebench run` defaults (see README): the
-# progress lines' prior for a (model, claim) or model preparation not yet seen in a run,
-# scaled by how fast the run has been so far (harness.report.plugin.ClaimProgress). Per-case
-# means; a claim-3 case's mean includes its share of the head ablation of its mode.
-CASE_SECONDS: dict[tuple[str, str], float] = {}
-PREPARE_SECONDS: dict[str, float] = {}
+# Measured seconds of a `rarebench run` with its defaults on 2 shared CPU cores (README): the
+# progress lines' prior for a (model, claim) case or a model preparation not yet seen in a
+# run. Only their ratios matter: ClaimProgress scales them by how fast the run has been so
+# far. A claim-3 case includes the head ablation of its mode.
+CASE_SECONDS: dict[tuple[str, str], float] = {
+    ("tiny-gpt2", "dual-regimes"): 12.0, ("tiny-pythia", "dual-regimes"): 20.0,
+    ("smollm2-135m", "dual-regimes"): 9.0,
+    ("tiny-gpt2", "no-clustering"): 24.0, ("tiny-pythia", "no-clustering"): 22.0,
+    ("smollm2-135m", "no-clustering"): 140.0,
+    ("tiny-gpt2", "no-routing"): 85.0, ("tiny-pythia", "no-routing"): 85.0,
+    ("smollm2-135m", "no-routing"): 280.0,
+}
+PREPARE_SECONDS: dict[str, float] = {"tiny-gpt2": 273.0, "tiny-pythia": 223.0,
+                                     "smollm2-135m": 890.0}
 
 
 def utc_now() -> str:
