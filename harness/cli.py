@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # (sub-command module, function that adds its parser). Imported lazily so `rarebench --help`
@@ -18,8 +19,23 @@ _COMMANDS = [
 ]
 
 
+DESCRIPTION = """\
+Tests preregistered claims about how transformer language models process rare tokens and
+writes a report of verdicts with effect sizes, CIs and power. Start with `rarebench run`."""
+
+
+class Parser(argparse.ArgumentParser):
+    """No prefix matching: `--model gpt2-xl` must not silently mean `--models gpt2-xl`.
+    Sub-parsers inherit the class (argparse uses the parent's type), so this covers all."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rarebench", description=__doc__)
+    parser = Parser(prog="rarebench", description=DESCRIPTION,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module, func in _COMMANDS:
         try:
@@ -45,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except RarebenchError as exc:
         print(f"rarebench: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under `rarebench run`
         print("rarebench: interrupted; completed stages are cached and resume on re-run",
               file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     return int(rc or 0)
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
+import re
+import signal
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import BadInputError
@@ -55,8 +61,12 @@ Exit codes:
        a tiny fixture's golden mismatch is noted in the report and on its progress line) or
        was skipped with a stated reason (e.g. weights not installed)
   1    a claim test errored (an exception in the tool; the report lists it)
-  2    bad input (unknown model, bad option value, nothing collected)
-  130  interrupted (Ctrl-C); finished claims are kept in results.partial.json
+  2    bad input (unknown model, bad option value, --out/--cache-dir not a writable
+       directory, --device cuda without CUDA, nothing collected); checked before any work
+  130  interrupted (Ctrl-C), 143 terminated (SIGTERM): the report is written for the claim
+       cases finished ("interrupted - N of M claim cases finished" at the top of REPORT.md,
+       "interrupted": true in results.json), results.partial.json is kept, and a re-run with
+       the same --cache-dir reuses what was computed
 """
 
 
@@ -75,8 +85,8 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
                         "when installed")
     p.add_argument("--seeds", default="0", help="comma-separated row-sampling seeds (default 0)")
     p.add_argument("--rarity-which", default=RUN_RARITY_WHICH,
-                   help="whose rarity defines rare positions: target, current or both "
-                        f"(default {RUN_RARITY_WHICH})")
+                   help="whose rarity defines rare positions: target, current, or both "
+                        f"(= target,current) (default {RUN_RARITY_WHICH})")
     p.add_argument("--rarity-q", default=RUN_RARITY_Q,
                    help=f"comma-separated rarity percentiles q (default {RUN_RARITY_Q})")
     p.add_argument("--groups", default="plateau-boost",
@@ -98,13 +108,20 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
                         f"(default {RUN_ROUTING_MODES})")
     p.add_argument("--routing-scope", default="all-positions",
                    help="claim 3 scopes, comma list of all-positions (default), single-query")
+    p.add_argument("--rarity-ties", default=None, choices=("strict", "include"),
+                   help="types tied at the rarity cutoff: strict (pytest's default) or include")
+    p.add_argument("--mu-over", default=None, choices=("all", "kept"),
+                   help="positions the mean-ablation value is averaged over: all (pytest's "
+                        "default) or kept")
     p.add_argument("--power-reps", default=RUN_POWER_REPS,
                    help="own-data power replicates per planted effect size and for the null "
                         f"(default {RUN_POWER_REPS}, the CI setting; 100 for a Monte-Carlo "
                         "s.e. <= 0.05)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--out", default="reports", help="report directory (default reports/)")
-    p.add_argument("--run-id", default=None, help="run id (default: UTC timestamp + random)")
+    p.add_argument("--run-id", default=None,
+                   help="run id, the report's sub-directory of --out: letters, digits, . _ - "
+                        "(default: UTC timestamp + random)")
     p.add_argument("--cache-dir", default=None,
                    help="result store directory: influence and head ablations are reused by "
                         "later runs (default: $RAREBENCH_CACHE, else a fresh temp dir)")
@@ -138,6 +155,8 @@ def run_command(args: argparse.Namespace) -> int:
     models = _split(args.models) if args.models is not None else default_models()
     if not models:
         raise BadInputError("--models is empty; give at least one model name")
+    if len(set(models)) < len(models):
+        raise BadInputError(f"--models {args.models}: a model is given twice")
     check_models(models)
     seeds = _parse_seeds(args.seeds)
     parse_rarity_which(args.rarity_which)
@@ -149,12 +168,16 @@ def run_command(args: argparse.Namespace) -> int:
     parse_power_reps(args.power_reps)
     parse_eval_overrides(args.eval_rows, args.common_budget)
     _parse_groups(args.groups)
+    run_id = check_run_id(args.run_id) if args.run_id is not None else new_run_id()
+    out = writable_dir("--out", args.out)
+    cache = args.cache_dir or os.environ.get("RAREBENCH_CACHE")
+    if cache:
+        writable_dir("--cache-dir" if args.cache_dir else "$RAREBENCH_CACHE", cache)
+    check_device(args.device)
     root = repo_root()
     claims = root / "claims"
     if not claims.is_dir():
         raise BadInputError(f"no claims/ directory at {claims}; run from a rarebench checkout")
-    run_id = args.run_id or new_run_id()
-    out = Path(args.out).resolve()
     argv = [str(claims), "--rootdir", str(root), *PYTEST_FLAGS,
             "--models", ",".join(models), "--seeds", ",".join(map(str, seeds)),
             "--device", args.device, "--rarity-which", args.rarity_which,
@@ -165,13 +188,15 @@ def run_command(args: argparse.Namespace) -> int:
             "--report-dir", str(out), "--run-id", run_id]
     for option, value in (("--eval-rows", args.eval_rows),
                           ("--common-budget", args.common_budget),
+                          ("--rarity-ties", args.rarity_ties), ("--mu-over", args.mu_over),
                           ("-k", args.keyword), ("--cache-dir", args.cache_dir)):
         if value is not None:
             argv += [option, str(value)]
     if args.quick:
         argv.append("--quick")
     watcher = _InterruptWatcher()
-    rc = int(pytest.main(argv, plugins=[watcher]))
+    with sigterm_interrupts():
+        rc = int(pytest.main(argv, plugins=[watcher]))
     if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise BadInputError(f"no claim tests were collected from {claims} (check -k and "
                             "--models)")
@@ -180,31 +205,71 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"report: {report}")
     else:
         print("report: none written (no claim test ran)", file=sys.stderr)
-    return exit_code(rc, interrupted=watcher.interrupted)
+    if watcher.signum is not None:
+        print(interrupted_line(report.parent / "results.json", cache), file=sys.stderr)
+    return exit_code(rc, interrupted=watcher.signum is not None,
+                     signum=watcher.signum or signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler's stop) taken as Ctrl-C: pytest then ends the session the
+    same way, so the cases finished get their report instead of being lost."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigterm_interrupts():
+    """While the claim suite runs, SIGTERM raises Terminated in the main thread. One time: a
+    second SIGTERM (the report itself hanging) kills as usual."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _InterruptWatcher:
-    """pytest reports Ctrl-C and a collection error alike (INTERRUPTED); this tells them apart."""
+    """pytest reports Ctrl-C and a collection error alike (INTERRUPTED); this tells them apart
+    and remembers the signal (SIGINT, or SIGTERM via Terminated)."""
 
     def __init__(self) -> None:
-        self.interrupted = False
+        self.signum: int | None = None
 
     def pytest_keyboard_interrupt(self, excinfo) -> None:
-        import pytest
+        from harness.report.plugin import interrupt_signal
 
-        # Session.Interrupted/Failed (collection errors, -x) subclass KeyboardInterrupt too
-        self.interrupted = (excinfo.errisinstance(KeyboardInterrupt) and not
-                            excinfo.errisinstance((pytest.Session.Interrupted,
-                                                   pytest.Session.Failed)))
+        self.signum = interrupt_signal(excinfo)
 
 
-def exit_code(pytest_rc: int, interrupted: bool = False) -> int:
+def interrupted_line(results_path: Path, cache: str | None) -> str:
+    """The stderr line of an interrupted run: how far it got and how to resume."""
+    try:
+        data = json.loads(results_path.read_text(encoding="utf-8"))
+        done = f" - {data['cases_finished']} of {data['cases_total']} claim cases finished"
+    except (OSError, ValueError, KeyError, TypeError):
+        done = ""
+    resume = (f"re-run with --cache-dir {cache} to reuse what was computed" if cache else
+              "no --cache-dir was given, so a re-run starts over")
+    return f"rarebench: interrupted{done}; {resume}"
+
+
+def exit_code(pytest_rc: int, interrupted: bool = False, signum: int = signal.SIGINT) -> int:
     """`rarebench run`'s exit code from pytest's (see RUN_EPILOG): 0 every case gave a verdict
-    or a stated skip; 1 a test raised (or pytest itself failed); 2 bad input; 130 Ctrl-C."""
+    or a stated skip; 1 a test raised (or pytest itself failed); 2 bad input; 128 + the signal
+    when interrupted (130 Ctrl-C, 143 SIGTERM)."""
     import pytest
 
     if interrupted:
-        return 130
+        return 128 + int(signum)
     if pytest_rc == pytest.ExitCode.OK:
         return 0
     if pytest_rc == pytest.ExitCode.USAGE_ERROR:
@@ -219,8 +284,13 @@ def report_command(args: argparse.Namespace) -> int:
 
     path = Path(args.results)
     results = load_results(path)
-    out = Path(args.out) if args.out else path.parent
-    report = render_report(results, out, source_dir=path.parent)
+    out = writable_dir("--out" if args.out else "the directory of results.json (use --out)",
+                       args.out or path.parent)
+    try:
+        report = render_report(results, out, source_dir=path.parent)
+    except (AttributeError, TypeError, KeyError) as exc:  # a field validate() does not type
+        raise BadInputError(f"results file {path} has a malformed record ({type(exc).__name__}"
+                            f": {exc}); see docs/RESULTS_SCHEMA.md") from None
     print(f"report: {report}")
     return 0
 
@@ -249,7 +319,60 @@ def _parse_seeds(value: str) -> list[int]:
         seeds = []
     if not seeds or any(s < 0 for s in seeds):
         raise BadInputError(f"--seeds takes a comma list of non-negative integers, got {value!r}")
+    if len(set(seeds)) < len(seeds):
+        raise BadInputError(f"--seeds {value}: a seed is given twice")
     return seeds
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_run_id(value: str) -> str:
+    """A run id is a directory name under --out: no separators, nothing that climbs out."""
+    if not _RUN_ID.fullmatch(value):
+        raise BadInputError(f"--run-id: got {value!r}; use letters, digits, '.', '_' and '-' "
+                            "(it names a directory under --out)")
+    return value
+
+
+def check_device(value: str) -> str:
+    """--device before the run: a CUDA device that is not there fails now, not after the
+    first model has been loaded on the CPU for minutes."""
+    if not _DEVICE.fullmatch(value):
+        raise BadInputError(f"--device: got {value!r}; use cpu, cuda, cuda:N or auto")
+    if value.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value.partition(":")[2] or 0)
+        if count == 0:
+            raise BadInputError(f"--device {value}: CUDA is not available (torch "
+                                f"{torch.__version__}); use --device cpu or auto")
+        if index >= count:
+            raise BadInputError(f"--device {value}: this machine has {count} CUDA device(s), "
+                                f"cuda:0 to cuda:{count - 1}")
+    return value
+
+
+def writable_dir(option: str, value: str | Path) -> Path:
+    """`value` resolved, if files can be written there: an existing directory, or a missing
+    one whose nearest existing ancestor is a directory (created when first written). Probed by
+    creating an unnamed temp file, since root passes os.access on read-only directories."""
+    path = Path(value).expanduser().resolve()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == path else f"is under {probe}, which is a file"
+        raise BadInputError(f"{option} {value} {where}; pass a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise BadInputError(f"{option} {value}: cannot write in {probe} ({exc.strerror}); "
+                            "pass a writable directory") from None
+    return path
 
 
 def _parse_groups(value: str) -> list[str]:

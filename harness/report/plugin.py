@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -49,6 +50,9 @@ class RunRecorder:
         self._outcome: dict[str, str] = {}
         self._params_by_nodeid: dict[str, dict] = {}
         self.report_path: Path | None = None
+        self.cases_total = 0
+        self.cases_finished = 0
+        self.interrupted_by: int | None = None  # the signal that stopped the session
 
     # -- recording -------------------------------------------------------------------------
     def add_claim(self, item: pytest.Item, result: TestResult, *, model: str, claim: str | None,
@@ -133,6 +137,17 @@ class RunRecorder:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         self._params_by_nodeid = {it.nodeid: _params(it) for it in items}
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.cases_total = sum(_is_claim_nodeid(it.nodeid) for it in session.items)
+
+    @pytest.hookimpl(tryfirst=True)  # counted before a progress line announces the case
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.cases_finished += _is_claim_nodeid(nodeid)
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        self.interrupted_by = interrupt_signal(excinfo)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.add_report(report)
         if report.when == "teardown" and self.enabled and self.results["claims"]:
@@ -155,11 +170,16 @@ class RunRecorder:
 
     # -- writing ---------------------------------------------------------------------------
     def finish(self) -> Path | None:
-        if not self.enabled or not (self.claims_seen or self.results["claims"]):
+        stopped = self.interrupted_by is not None and self.cases_total > 0
+        if not self.enabled or not (self.claims_seen or self.results["claims"] or stopped):
             return None
         from harness.report.render import Q_FAMILY, assign_q_values, render_report
 
         self.results["finished_utc"] = runinfo.utc_now()
+        self.results.update(interrupted=self.interrupted_by is not None,
+                            interrupt_signal=(signal.Signals(self.interrupted_by).name
+                                              if self.interrupted_by is not None else None),
+                            cases_finished=self.cases_finished, cases_total=self.cases_total)
         manifest = runinfo.collect_manifest(self.config.rootpath,
                                             str(_option(self.config, "--device", "auto")))
         for key in ("dtype", "processing", "device"):
@@ -178,8 +198,19 @@ class RunRecorder:
                 empty.rmdir()  # figure_dir of a test that skipped before drawing
         self.report_path = render_report(self.results, self.run_dir)
         write_results(self.results, self.run_dir / "results.json")
-        (self.run_dir / "results.partial.json").unlink(missing_ok=True)
+        if self.interrupted_by is None:  # an interrupted run keeps its last checkpoint
+            (self.run_dir / "results.partial.json").unlink(missing_ok=True)
         return self.report_path
+
+
+def interrupt_signal(excinfo) -> int | None:
+    """The signal behind a KeyboardInterrupt pytest caught (SIGINT, or the `signum` of
+    harness.report.cli.Terminated), None for pytest's own session stops: collection errors
+    and -x raise Session.Interrupted/Failed, KeyboardInterrupt subclasses too."""
+    if not excinfo.errisinstance(KeyboardInterrupt) or excinfo.errisinstance(
+            (pytest.Session.Interrupted, pytest.Session.Failed)):
+        return None
+    return int(getattr(excinfo.value, "signum", signal.SIGINT))
 
 
 class ClaimProgress:
@@ -435,8 +466,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--run-id", default=None, help="run id (default: UTC timestamp + random)")
     group.addoption("--no-report", action="store_true", help="do not write a report")
     group.addoption("--rarity-which", default="target",
-                    help="comma list of whose rarity defines rare positions: target, current "
-                         "(default target: what the loss predicts; `rarebench run` does both)")
+                    help="whose rarity defines rare positions: comma list of target, current, "
+                         "or both (= target,current) (default target: what the loss predicts)")
     group.addoption("--rarity-q", default="15,50",
                     help="comma list of rarity percentiles q (rare = least-frequent q%% of types)")
     group.addoption("--quick", action="store_true",
@@ -557,7 +588,8 @@ def _run_settings(config: pytest.Config) -> dict[str, Any]:
         # the run's sizing options as given (each result's settings hold the sizes used)
         **{opt.lstrip("-").replace("-", "_"): _option(config, opt, None)
            for opt in ("--groups", "--routing-modes", "--routing-layers", "--routing-rows",
-                       "--routing-scope", "--eval-rows", "--common-budget", "--power-reps")},
+                       "--routing-scope", "--eval-rows", "--common-budget", "--power-reps",
+                       "--rarity-ties", "--mu-over")},
         "verdicts_only": verdicts_only(config),
         "keyword": config.getoption("keyword", "") or None,
         "markers": config.getoption("markexpr", "") or None,

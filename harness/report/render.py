@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
+from harness.errors import BadInputError
 from harness.report.figures import forest_plot
 from harness.report.schema import CLAIMS, claim_sort_key, validate
 from harness.stats.multiple import bh_fdr
@@ -97,6 +98,7 @@ def render_report(results: dict[str, Any], out_dir: str | Path,
                               out_dir / SUMMARY_FIGURE)
     parts = [
         f"# rarebench results: run `{results['run_id']}`",
+        _interrupted_banner(results),
         _settings_section(results),
         _summary_section(records, q_values, summary_png, results["skipped"],
                          results["errors"]),
@@ -128,6 +130,18 @@ def assign_q_values(records: list[dict]) -> dict[int, float | None]:
 
 
 # -- sections --------------------------------------------------------------------------------
+def _interrupted_banner(results: dict) -> str:
+    """First thing a reader sees of a run that was stopped: its results are a part only."""
+    if not results.get("interrupted"):
+        return ""
+    how = f" by {results['interrupt_signal']}" if results.get("interrupt_signal") else ""
+    done = (f" - {results['cases_finished']} of {results['cases_total']} claim cases finished"
+            if results.get("cases_total") is not None else "")
+    return (f"> **INTERRUPTED{done}.** The run was stopped{how}; this report holds only the "
+            "claim cases that finished. Re-running with the same `--cache-dir` reuses what "
+            "was computed.")
+
+
 def _settings_section(results: dict) -> str:
     s = results.get("settings") or {}
     rows = [
@@ -152,8 +166,9 @@ def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: li
               f"{len(errors)} errors (reasons in each claim's section).")
     if not records:
         return f"## Summary\n\n{counts} No claim produced a result in this run."
-    rows = [(_claim_title(r["claim"]), r["model"], _num(r.get("seed")), _rarity(r["settings"]),
-             _variant(r["settings"]), _verdict(r["result"]), _effect_ci(r["result"]),
+    rows = [(_claim_title(r["claim"]), r["model"], _num(r.get("seed")),
+             _rarity(r.get("settings") or {}), _variant(r.get("settings") or {}),
+             _verdict(r["result"]), _effect_ci(r["result"]),
              _num(r["result"].get("p_value")), _num(q.get(id(r))), _sesoi(r), _power(r),
              _num(_calibration(r, "mde80")), _num(_calibration(r, "fpr")))
             for r in records]
@@ -183,8 +198,8 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
     if key in CLAIM_TEXT:
         parts.append(f"*Claim:* {CLAIM_TEXT[key]}")
     if mine:
-        rows = [(r["model"], _num(r.get("seed")), _rarity(r["settings"]),
-                 _variant(r["settings"]),
+        rows = [(r["model"], _num(r.get("seed")), _rarity(r.get("settings") or {}),
+                 _variant(r.get("settings") or {}),
                  r["result"].get("effect_name", "effect"), _effect_ci(r["result"]),
                  _num(r["result"].get("statistic")), _num(r["result"].get("p_value")),
                  _num(q.get(id(r))), _power(r),
@@ -220,7 +235,7 @@ def _settings_block(records: list[dict]) -> str:
                  **(r.get("settings") or {})}
         cal = r.get("calibration") or {}
         text = json.dumps({k: v for k, v in extra.items() if v is not None}, sort_keys=True)
-        line = f"- {_who(r)} (`{r['nodeid']}`): `{text}`"
+        line = f"- {_who(r)} (`{r.get('nodeid', '-')}`): `{text}`"
         if cal:
             line += f"; calibration `{json.dumps(cal, sort_keys=True)}`"
         lines.append(line)
@@ -413,11 +428,23 @@ def _forest_row(r: dict) -> dict:
 
 
 def _copy_figures(records: list[dict], source_dir: Path, out_dir: Path) -> None:
+    """Copy each figure to the same relative path under out_dir; a path that would leave
+    out_dir (`..`, absolute, a symlinked folder) is refused: re-rendering a results.json from
+    elsewhere must never write outside the directory asked for."""
     if source_dir.resolve() == out_dir.resolve():
         return
     for r in records:
         for rel in (r.get("figures") or {}).values():
-            src, dest = source_dir / rel, out_dir / rel
-            if src.is_file() and not Path(rel).is_absolute():
+            src, dest = source_dir / rel, inside(out_dir, rel)
+            if src.is_file():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest)
+
+
+def inside(root: Path, rel: str) -> Path:
+    """root / rel, if it resolves inside root (else BadInputError naming the path)."""
+    path = (root / rel).resolve()
+    if Path(rel).is_absolute() or not path.is_relative_to(root.resolve()):
+        raise BadInputError(f"figure path {rel!r} points outside the report directory {root}; "
+                            "figure paths must be relative paths inside the run directory")
+    return path

@@ -96,11 +96,12 @@ def collect_manifest(repo: Path, device: str) -> dict:
 
 
 def parse_rarity_which(value: str) -> list[str]:
-    which = _split_csv(value)
+    """Comma list of target, current; 'both' is target,current (what help texts offer)."""
+    which = [w for v in _split_csv(value) for w in (RARITY_WHICH if v == "both" else (v,))]
     if not which or any(w not in RARITY_WHICH for w in which):
-        raise BadInputError(f"rarity 'which' takes a comma list of {', '.join(RARITY_WHICH)}, "
-                            f"got {value!r}")
-    return which
+        raise BadInputError(f"rarity 'which' takes a comma list of {', '.join(RARITY_WHICH)} "
+                            f"(or both), got {value!r}")
+    return list(dict.fromkeys(which))
 
 
 def parse_rarity_q(value: str) -> list[float]:

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import re
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from harness.errors import BadInputError
@@ -83,6 +83,16 @@ def empty_results(run_id: str, settings: dict, manifest: dict) -> dict[str, Any]
 _REQUIRED = {"schema_version": int, "run_id": str, "claims": list, "skipped": list,
              "errors": list}
 _RECORD_REQUIRED = ("claim", "model", "result")
+_OPTIONAL = (type(None),)
+# the types render_report relies on: field -> allowed types (None allowed where listed)
+_RECORD_TYPES = {"claim": (str,), "model": (str, *_OPTIONAL), "result": (dict,),
+                 "nodeid": (str,), "settings": (dict, *_OPTIONAL),
+                 "figures": (dict, *_OPTIONAL), "calibration": (dict, *_OPTIONAL)}
+_RESULT_TYPES = {"verdict": (str,), "details": (dict, *_OPTIONAL)}
+_DETAILS_TYPES = {"decision": (dict, *_OPTIONAL), "own_power": (dict, *_OPTIONAL)}
+_ENTRY_TYPES = {"claim": (str,), "nodeid": (str,)}
+_TOP_TYPES = {"settings": (dict, *_OPTIONAL), "manifest": (dict, *_OPTIONAL),
+              "interrupted": (bool, *_OPTIONAL)}
 
 
 def validate(data: Any, source: str = "results") -> dict[str, Any]:
@@ -98,11 +108,58 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
             raise BadInputError(f"{source}: field {key!r} must be a {kind.__name__}")
+    _check_types(data, _TOP_TYPES, source)
     for i, rec in enumerate(data["claims"]):
         missing = [k for k in _RECORD_REQUIRED if not isinstance(rec, dict) or k not in rec]
         if missing:
             raise BadInputError(f"{source}: claims[{i}] lacks {', '.join(missing)}")
+        where = f"{source}: claims[{i}]"
+        _check_types(rec, _RECORD_TYPES, where)
+        _check_types(rec["result"], _RESULT_TYPES, f"{where}.result", required=("verdict",))
+        _check_types(rec["result"].get("details") or {}, _DETAILS_TYPES,
+                     f"{where}.result.details")
+        for name, rel in (rec.get("figures") or {}).items():
+            _check_figure_path(rel, f"{where}.figures[{name!r}]")
+    for key in ("skipped", "errors"):
+        for i, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                raise BadInputError(f"{source}: {key}[{i}] must be an object")
+            _check_types(entry, _ENTRY_TYPES, f"{source}: {key}[{i}]", required=("claim",))
     return data
+
+
+def _check_types(obj: dict, types: dict[str, tuple], where: str,
+                 required: tuple[str, ...] = ()) -> None:
+    """BadInputError naming the first field of `obj` whose value has a type the report
+    cannot use (a hand-edited or foreign file), instead of an AttributeError mid-render."""
+    for key, kinds in types.items():
+        if key not in obj and key not in required:
+            continue
+        value = obj.get(key)
+        if not isinstance(value, kinds):
+            names = " or ".join("null" if k is type(None) else _TYPE_NAMES.get(k, k.__name__)
+                                for k in kinds)
+            raise BadInputError(f"{where}: field {key!r} must be {names}, got "
+                                f"{type(value).__name__} {_short(value)}")
+
+
+_TYPE_NAMES = {dict: "an object", str: "a string", bool: "true/false"}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_figure_path(rel: Any, where: str) -> None:
+    """A figure path is relative to the run directory and stays inside it: `rarebench report
+    --out DIR` copies it to DIR/<path>, which must never land outside DIR."""
+    if not isinstance(rel, str) or not rel:
+        raise BadInputError(f"{where}: a figure path must be a non-empty string")
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in windows.parts:
+        raise BadInputError(f"{where} = {rel!r} points outside the run directory; figure "
+                            "paths must be relative paths inside it")
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from harness.errors import BadInputError
+
+CORPUS_FORMAT = ('JSON lines, one {"text": "..."} object per line (the docs.jsonl written by '
+                 '`rarebench corpus build`)')
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -14,6 +19,26 @@ def _steps(text: str) -> tuple[int, ...]:
         raise BadInputError(f"--save-steps wants comma-separated integers, got {text!r}") from None
 
 
+def check_corpus(path: Path) -> Path:
+    """The corpus file, if every line is what the trainer reads, so a plain .txt or a CSV is
+    refused in one line naming the format instead of a JSONDecodeError after start-up."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # as the trainer splits
+    except UnicodeDecodeError:
+        raise BadInputError(f"corpus {path} is not UTF-8 text; expected {CORPUS_FORMAT}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+            raise BadInputError(f"corpus {path} line {number} is not a {{\"text\": ...}} "
+                                f"object; expected {CORPUS_FORMAT}")
+    return path
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from harness.train.presets import PRESETS
 
@@ -21,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train a tiny causal LM (resumes from <out>/resume.pt if present)",
         description=__doc__)
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    p.add_argument("--corpus", required=True, help="docs.jsonl or its directory")
+    p.add_argument("--corpus", required=True,
+                   help="docs.jsonl (one {\"text\": ...} JSON object per line) or its directory")
     p.add_argument("--out", required=True, help="model directory (step<N>/ checkpoints)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=400)
@@ -44,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from harness.train.trainer import TrainConfig, train
+    from harness.train.trainer import TrainConfig, corpus_file, train
 
+    check_corpus(corpus_file(args.corpus))
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(preset=args.preset, corpus=args.corpus, out=args.out, seed=args.seed,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr,
