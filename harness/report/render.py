@@ -424,7 +424,9 @@ def _forest_row(r: dict) -> dict:
             "ci_high": res.get("ci_high") if _finite(res.get("ci_high")) else None,
             "verdict": res["verdict"], "effect_name": res.get("effect_name"),
             "sesoi": (res.get("details") or {}).get("decision", {}).get("sesoi"),
-            "direction": (res.get("details") or {}).get("decision", {}).get("direction")}
+            "direction": (res.get("details") or {}).get("decision", {}).get("direction"),
+            "model": r.get("model"), "rarity": _rarity(r.get("settings") or {}),
+            "alpha": res.get("alpha") if _finite(res.get("alpha")) else None}
 
 
 def _copy_figures(records: list[dict], source_dir: Path, out_dir: Path) -> None:
