@@ -77,6 +77,13 @@ def check_readable(fig, *, model: str | None, verdict: str, setting: str | None 
         assert model in text, f"model {model!r} not in titles {text!r}"
     if setting is not None:
         assert setting in text, f"setting {setting!r} not in titles {text!r}"
+    inside = fig.bbox.padded(1.0)
+    titles = [fig._suptitle] if fig._suptitle else []
+    titles += [getattr(ax, name) for ax in fig.axes for name in ("title", "_left_title")]
+    for t in titles:
+        if t.get_text():
+            box = t.get_window_extent()
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1, f"title {t.get_text()!r} clipped"
     for ax in axes if axes is not None else _data_axes(fig):
         assert ax.get_xlabel().strip(), f"axes {ax.get_title()!r} has no x label"
         assert ax.get_ylabel().strip(), f"axes {ax.get_title()!r} has no y label"
