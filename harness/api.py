@@ -38,6 +38,7 @@ _OPTIONS = {"groups": "--groups", "eval_rows": "--eval-rows",
             "common_budget": "--common-budget", "routing_layers": "--routing-layers",
             "routing_rows": "--routing-rows", "routing_modes": "--routing-modes",
             "routing_scope": "--routing-scope", "power_reps": "--power-reps",
+            "rarity_ties": "--rarity-ties", "mu_over": "--mu-over",
             "device": "--device", "cache_dir": "--cache-dir", "keyword": "-k",
             "run_id": "--run-id"}
 
@@ -74,7 +75,7 @@ def run_argv(models: Any = None, claims: Any = None, rarity_which: Any = None,
     numbers or names) becomes a -k expression, and-ed with `keyword=` when both are given.
     Other keyword options: the `rarebench run` flags with '_' for '-' (groups, eval_rows,
     common_budget, routing_layers, routing_rows, routing_modes, routing_scope, power_reps,
-    device, cache_dir, keyword, run_id).
+    rarity_ties, mu_over, device, cache_dir, keyword, run_id).
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -111,7 +112,8 @@ def run_claims(models: Any = None, claims: Any = None, rarity_which: Any = None,
     `rarebench run` options as keywords (see run_argv). Bad input raises
     harness.errors.BadInputError before anything runs. A claim test that errored does not
     raise: it is listed in df.attrs['errors'] (and df.attrs['exit_code'] is 1, as for the
-    command); Ctrl-C raises KeyboardInterrupt (finished claims stay in results.partial.json).
+    command); Ctrl-C or SIGTERM raises KeyboardInterrupt (the run's results.json then holds the
+    claims that finished, marked interrupted).
     """
     from harness.cli import build_parser
     from harness.report.cli import run_command
@@ -123,9 +125,9 @@ def run_claims(models: Any = None, claims: Any = None, rarity_which: Any = None,
     args = build_parser().parse_args(argv)
     rc = run_command(args)
     run_dir = Path(args.out).resolve() / args.run_id
-    if rc == 130:
-        raise KeyboardInterrupt(f"run {args.run_id} interrupted; finished claims are in "
-                                f"{run_dir / 'results.partial.json'}")
+    if rc in (130, 143):  # Ctrl-C / SIGTERM: stop the caller too
+        raise KeyboardInterrupt(f"run {args.run_id} interrupted; read the finished claims with "
+                                f"read_results({str(run_dir / 'results.json')!r})")
     path = run_dir / "results.json"
     if not path.is_file():
         raise BadInputError(f"run {args.run_id} wrote no results.json in {run_dir} "
@@ -140,7 +142,8 @@ def read_results(path: str | Path) -> "pd.DataFrame":
     """A results.json (schema 1 or 2) as a DataFrame, one row per claim result (COLUMNS).
 
     df.attrs: run_id, schema_version, upgraded_from (1 for an upgraded file), settings,
-    skipped, errors, results_path, report_path (REPORT.md beside it, if any)."""
+    interrupted (a run stopped by Ctrl-C/SIGTERM: only the finished claims), skipped, errors,
+    results_path, report_path (REPORT.md beside it, if any)."""
     from harness.report.schema import load_results
 
     path = Path(path)
@@ -171,6 +174,7 @@ def results_frame(results: dict[str, Any]) -> "pd.DataFrame":
                      "schema_version": results.get("schema_version"),
                      "upgraded_from": results.get("upgraded_from"),
                      "settings": results.get("settings") or {},
+                     "interrupted": bool(results.get("interrupted")),
                      "skipped": list(results.get("skipped") or []),
                      "errors": list(results.get("errors") or [])})
     return df

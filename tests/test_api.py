@@ -83,6 +83,8 @@ def test_results_frame_v2_record():
         0.18, 0.8, 0.04, 0.05, 0.2)
     assert row["message"] in ("why", rec["result"]["details"].get("message"))
     assert df.attrs["skipped"] == data["skipped"] and df.attrs["errors"] == []
+    assert df.attrs["interrupted"] is False
+    assert harness.results_frame({**data, "interrupted": True}).attrs["interrupted"] is True
 
 
 def test_read_results_bad_file(tmp_path):
@@ -160,9 +162,10 @@ def test_run_claims_without_results_and_interrupt(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "run_command", lambda args: 1)
     with pytest.raises(BadInputError, match="wrote no results.json"):
         harness.run_claims(models="tiny-gpt2", out=tmp_path)
-    monkeypatch.setattr(cli, "run_command", lambda args: 130)
-    with pytest.raises(KeyboardInterrupt):
-        harness.run_claims(models="tiny-gpt2", out=tmp_path)
+    for rc in (130, 143):  # Ctrl-C, SIGTERM
+        monkeypatch.setattr(cli, "run_command", lambda args, rc=rc: rc)
+        with pytest.raises(KeyboardInterrupt, match="read_results"):
+            harness.run_claims(models="tiny-gpt2", out=tmp_path)
 
 
 def test_run_claims_bad_model_fails_before_running(tmp_path):
