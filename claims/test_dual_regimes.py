@@ -120,7 +120,8 @@ def test_dual_regimes(prepared, rarity, seed, model_name, record_claim, figure_d
     figures = {}
     if "curves" in result.details:  # absent only when the data cannot give a curve at all
         figures["regimes"] = plot_regimes(
-            result, figure_dir / f"regimes-{rarity.tag}.png")
+            result, figure_dir / f"regimes-{rarity.tag}.png", model=model_name,
+            setting=f"rarity {rarity.tag}")
     record_claim(result, model=model_name, claim=CLAIM, seed=seed,
                  settings=settings_for(prepared, rarity, power_reps=power_reps),
                  figures=figures, calibration=None, wall_time_s=time.perf_counter() - start)

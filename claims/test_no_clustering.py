@@ -147,7 +147,8 @@ def test_no_clustering(prepared, rarity, seed, model_name, group_kind, record_cl
         n_rare = int(prepared.masks(rarity)[0].sum())
         pytest.skip(prepared.no_rare_reason(rarity, n_rare, MIN_RARE, " (a correlation graph)"))
     result, cf = out
-    figure = plot_nulls(cf, figure_dir / f"nulls-{group_kind}-{rarity.tag}.png")
+    figure = plot_nulls(cf, figure_dir / f"nulls-{group_kind}-{rarity.tag}.png", model=model_name,
+                        setting=f"rarity {rarity.tag}, {group_kind}", verdict=result.verdict)
     record_claim(result, model=model_name, claim=CLAIM, seed=seed,
                  settings=settings_for(prepared, rarity, group=group_kind,
                                        group_size=[int(f.group.size) for f in cf.folds],

@@ -267,9 +267,11 @@ def test_no_routing(prepared, rarity, seed, model_name, mode, routing_scope, dev
     if result.details.get("per_head"):
         figures = {
             f"selectivity ({variant})": plot_selectivity_heatmap(
-                result, figure_dir / f"heads-{tag}.png"),
+                result, figure_dir / f"heads-{tag}.png", model=model_name,
+                setting=f"rarity {rarity.tag}, {variant}"),
             f"rare vs common ({variant})": plot_rare_common_scatter(
-                result, figure_dir / f"scatter-{tag}.png")}
+                result, figure_dir / f"scatter-{tag}.png", model=model_name,
+                setting=f"rarity {rarity.tag}, {variant}")}
     record_claim(result, model=model_name, claim=CLAIM, seed=seed,
                  settings=settings_for(prepared, rarity, mode=mode, scope=routing_scope,
                                        layers=layers_label(last_k), rows_ablated=n_rows,

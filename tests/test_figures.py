@@ -192,14 +192,8 @@ def test_figure_title_convention():
 
 # --- the claim figures (harness/analyses/plots_*.py) ------------------------------------------
 
-# Known gaps of the claim figures (harness/analyses/plots_*.py, drawn by claims/): none is
-# given the model or rarity setting; the null histograms have no y label and crowded x ticks;
-# the routing forest panel has no y label; the scatter's title has no verdict and its log-axis
-# minor tick labels collide. Remove the marker once they are fixed (the tests then pass).
-MISSING_MODEL = pytest.mark.xfail(
-    reason="harness/analyses/plots_*.py: no model/rarity in titles, unlabelled or crowded "
-           "axes (see the comment above)", strict=False)
-
+# Each claim figure gets the model and rarity setting from its claim file, labels both axes,
+# and keeps tick labels apart (these tests failed before harness/analyses/plots_*.py did).
 
 def _regimes_details(verdict="inconclusive"):
     r = np.arange(1, 201)
@@ -227,7 +221,6 @@ def test_regimes_figure_thresholds(out_dir, kept):
     assert not _overlaps(ax.get_xticklabels())
 
 
-@MISSING_MODEL
 def test_regimes_figure_names_model(out_dir, kept):
     from harness.analyses.plots_regimes import plot_regimes
 
@@ -259,7 +252,6 @@ def test_nulls_figure_thresholds(out_dir, kept):
         assert ax.patches  # histogram of the null
 
 
-@MISSING_MODEL
 def test_nulls_figure_names_model_and_labels_counts(out_dir, kept):
     from harness.analyses.plots_clustering import plot_nulls
 
@@ -306,7 +298,6 @@ def test_routing_heatmap_fixed_colour_scale(out_dir, kept):
     assert forest.get_xlabel()
 
 
-@MISSING_MODEL
 def test_routing_figures_name_model_and_label_axes(out_dir, kept):
     from harness.analyses.plots_routing import plot_selectivity_heatmap
 
@@ -314,7 +305,6 @@ def test_routing_figures_name_model_and_label_axes(out_dir, kept):
     check_readable(kept[0], model="tiny-gpt2", setting="q50", verdict="supported")
 
 
-@MISSING_MODEL
 def test_routing_scatter_names_model_and_verdict(out_dir, kept):
     from harness.analyses.plots_routing import plot_rare_common_scatter
 

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from harness.analyses.clustering import CrossFit  # noqa: E402
 from harness.analyses.figio import save_figure  # noqa: E402
+from harness.report.figures import figure_title  # noqa: E402
 
 
 def plot_group_graph(w: np.ndarray, labels: np.ndarray, path: str | Path,
@@ -55,12 +56,16 @@ def plot_community_map(layer_labels: np.ndarray, group: np.ndarray, path: str | 
     return save_figure(fig, path)
 
 
-def plot_nulls(cf: CrossFit, path: str | Path) -> Path:
+def plot_nulls(cf: CrossFit, path: str | Path, *, model: str | None = None,
+               setting: str | None = None, verdict: str | None = None) -> Path:
     """The verdict's nulls, one row per cross-fit fold: the contrast of every null group
     (selection null, matched null, and the unmatched random groups the paper used, reported
     only) as an excess over that null's mean, the group's excess (red) with its (1 - 2 alpha)
     interval (red band), and the SESOI (dashed: refuted needs the excess beyond it, supported
-    needs the whole interval below it, against both verdict nulls in both folds)."""
+    needs the whole interval below it, against both verdict nulls in both folds). The title
+    names the model, the setting (rarity, group) and the verdict: `verdict`, the claim's
+    final one (after its precondition gate), else the cross-fit decision's."""
+    from matplotlib.ticker import MaxNLocator
     from scipy import stats
 
     names = ("selection", "matched", "random")
@@ -81,6 +86,11 @@ def plot_nulls(cf: CrossFit, path: str | Path) -> Path:
             ax.set_title(f"{fold['fold']}: vs {name} null ({role})\nexcess {est:+.3f}, "
                          f"p {fold[name]['p']:.3g}, k={fold['k']}", fontsize=9)
             ax.set_xlabel("contrast - null mean (r)")
-    fig.suptitle(f"claim 2: {cf.decision.verdict} (SESOI {cf.sesoi:g}, dashed)", fontsize=10)
+            ax.set_ylabel("null groups (count)")
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    fig.suptitle(figure_title("Claim 2, no clustering", model=model, setting=setting,
+                              verdict=verdict or cf.decision.verdict,
+                              extra=f"dashed: \N{PLUS-MINUS SIGN}SESOI {cf.sesoi:g}; red band: "
+                                    f"{1 - 2 * cf.alpha:.0%} interval"), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -12,18 +12,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.errors import BadInputError  # noqa: E402
+from harness.report.figures import figure_title  # noqa: E402
 from harness.stats.result import TestResult  # noqa: E402
 
 _STYLE = {"rare": ("tab:red", "-"), "common": ("tab:blue", "-"),
           "size_matched": ("tab:gray", "--"), "loss_matched": ("tab:orange", "--")}
 
 
-def plot_regimes(result_or_details: TestResult | dict, path: str | Path) -> Path:
+def plot_regimes(result_or_details: TestResult | dict, path: str | Path, *,
+                 model: str | None = None, setting: str | None = None) -> Path:
     """Write a PNG of the influence curves with: the estimated plateau width (argmax of the
     standardised lift; dotted vertical line), the common curve shifted onto the rare one at
     the baseline ranks (thin blue) and that line + SESOI over the plateau ranks (dashed green:
     where the rare top must lie for a lift of the SESOI), and the paper's fixed boundaries
-    (grey ticks)."""
+    (grey ticks). The title names the model, the setting (rarity) and the verdict."""
     details = (result_or_details.details if isinstance(result_or_details, TestResult)
                else result_or_details)
     curves = details.get("curves")
@@ -58,12 +60,13 @@ def plot_regimes(result_or_details: TestResult | dict, path: str | Path) -> Path
         ax.set_ylim(bottom=values[len(values) // 50] - 0.5)
     for b in details.get("bounds", []):
         ax.axvline(b, ymax=0.04, color="0.5", lw=1.5)
-    ax.set_xlabel("ln rank")
+    ax.set_xlabel("ln rank (neurons by influence, rank 1 = most influential)")
     ax.set_ylabel(f"ln influence ({details.get('sign', 'boost')})")
     verdict = (details.get("decision") or {}).get("verdict", "")
     p = (details.get("permutation") or {}).get("p", float("nan"))
-    ax.set_title(f"dual regimes: {verdict} (max-lift p={p:.3g}"
-                 + (f", width {width}" if width else "") + ")", fontsize=10)
+    ax.set_title(figure_title("Claim 1, dual regimes", model=model, setting=setting,
+                              verdict=verdict) + f"\nmax-lift p={p:.3g}"
+                 + (f", plateau width {width}" if width else ""), fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from harness.analyses.figio import save_figure  # noqa: E402
 from harness.analyses.routing import SESOI  # noqa: E402
 from harness.errors import BadInputError  # noqa: E402
+from harness.report.figures import figure_title  # noqa: E402
 from harness.stats.result import TestResult  # noqa: E402
 
 SCALE = 2.0          # selectivity colour limits: +-SCALE x SESOI (beyond: the end colour)
@@ -54,10 +55,12 @@ def head_grid(per_head: list[dict], key: str) -> np.ndarray:
     return grid
 
 
-def plot_selectivity_heatmap(result: TestResult, path: str | Path) -> Path:
+def plot_selectivity_heatmap(result: TestResult, path: str | Path, *, model: str | None = None,
+                             setting: str | None = None) -> Path:
     """Layer x head heatmaps of relative selectivity (fixed scale; heads whose interval is not
     inside +-SESOI dotted, routing heads boxed) and -log10 BH q (fixed scale, the q = 0.05
-    level marked), and every head's selectivity with its interval against the SESOI band."""
+    level marked), and every head's selectivity with its interval against the SESOI band.
+    The title names the model, the setting (rarity, ablation mode) and the verdict."""
     per_head = _per_head(result)
     sesoi = _sesoi(result)
     layers = sorted({h["layer"] for h in per_head})
@@ -86,8 +89,10 @@ def plot_selectivity_heatmap(result: TestResult, path: str | Path) -> Path:
             bar.set_ticks([lo, -sesoi, 0.0, sesoi, hi])
             bar.ax.axhline(sesoi, color="k", linewidth=1)
             bar.ax.axhline(-sesoi, color="k", linewidth=1)
+            bar.set_label("relative selectivity (lines: \N{PLUS-MINUS SIGN}SESOI)", fontsize=8)
         else:
             bar.ax.axhline(-np.log10(0.05), color="r", linewidth=1)
+            bar.set_label("-log10 q (red: q = 0.05)", fontsize=8)
         for h in per_head:
             y, x = layers.index(h["layer"]), h["head"]
             if h["routing"]:
@@ -97,8 +102,10 @@ def plot_selectivity_heatmap(result: TestResult, path: str | Path) -> Path:
                 ax.plot(x, y, marker=".", color="k", markersize=3)
     _forest(axes[2], per_head, sesoi)
     verdict = result.verdict
-    fig.suptitle(f"{result.name}: {verdict} (boxes: routing heads; dots: interval not inside "
-                 f"+-SESOI {sesoi:g})", fontsize=10)
+    fig.suptitle(figure_title("Claim 3, no routing", model=model, setting=setting,
+                              verdict=verdict, extra=f"boxes: routing heads; dots: interval "
+                                                     f"not inside \N{PLUS-MINUS SIGN}SESOI "
+                                                     f"{sesoi:g}"), fontsize=10)
     return save_figure(fig, path, dpi=110)
 
 
@@ -125,13 +132,17 @@ def _forest(ax, per_head: list[dict], sesoi: float) -> None:
     ax.set_xlim(-1 - 0.02 * s.size, s.size * 1.02)
     ax.set_xticks([])
     ax.set_xlabel(f"{s.size} heads, sorted by selectivity")
+    ax.set_ylabel("relative selectivity s_h")
     ax.set_title("each head: selectivity, 90% interval, +-SESOI band", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
 
 
-def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
+def plot_rare_common_scatter(result: TestResult, path: str | Path, *,
+                             model: str | None = None, setting: str | None = None) -> Path:
     """Per-head raw plateau influence, all rare vs all common contexts (log-log, y = x line):
-    P2's "highly correlated" view; unmatched and unnormalised, so not the test's statistic."""
+    P2's "highly correlated" view; unmatched and unnormalised, so not the test's statistic.
+    The title names the model, the setting and the claim's verdict."""
+    from matplotlib.ticker import FuncFormatter
     conc = result.details.get("concentration")
     if not conc:
         raise BadInputError(f"{result.name} has no concentration details; nothing to plot")
@@ -147,9 +158,22 @@ def plot_rare_common_scatter(result: TestResult, path: str | Path) -> Path:
         ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers; minor labels at 2, 3, 5 x 10^k only
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(_minor_label))
     rho = conc["spearman_rare_common"]["estimate"]
-    ax.set_title(f"per-head raw plateau influence (Spearman {rho:.2f})", fontsize=9)
-    ax.set_xlabel("common contexts")
-    ax.set_ylabel("rare contexts")
+    ax.set_title(figure_title("Claim 3", model=model, verdict=result.verdict)
+                 + (f"\n{setting}" if setting else "")
+                 + f"\nper-head raw plateau influence (Spearman {rho:.2f})", fontsize=9)
+    ax.set_xlabel("plateau influence, common contexts (raw, log scale)")
+    ax.set_ylabel("plateau influence, rare contexts (raw, log scale)")
     ax.legend(fontsize=8)
     return save_figure(fig, path, dpi=110)
+
+
+def _minor_label(value: float, _pos=None) -> str:
+    """Minor log-axis tick labels at 2, 3 and 5 x 10^k only (all nine collide)."""
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
+    return f"{value:g}" if mantissa in (2.0, 3.0, 5.0) else ""
