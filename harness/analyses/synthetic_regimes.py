@@ -379,7 +379,11 @@ planted neurons). 'supported' also needs a reproducible top set and the loss-mat
 each rare position paired with the unused common position nearest in loss (no repeats), the
 pairs balanced (|SMD| <= 0.25), and the rare curve lifting above its partners' at the
 estimated width. The balance gate costs some power where hard common positions are scarce
-(here about 6% of common positions are harder than 8 nats, the mean rare loss). What the
+(here about 6% of common positions are harder than 8 nats, the mean rare loss), and the
+control costs power for the narrowest plateaus in wide layers: it compares the ~96 rare
+positions with as many matched partners rather than with every common position, so for 5
+planted neurons among 768-3,200 per sign its lower bound often stays <= 0 (see the 'NO' rows:
+these are the known shortfalls of issue 13.3; widths 10-60 reach 0.8 in every layer). What the
 matching prevents (development runs on the 'difficulty plateau' case, 100-200 replicates):
 quantile-bin matching let the plateau of difficulty through in 9% of runs, nearest-neighbour
 matching that repeats scarce hard partners (a noisier matched curve blurs the plateau's
