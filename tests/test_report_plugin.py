@@ -208,3 +208,54 @@ def test_finished_run_removes_partial(fake_run):
     _, run_dir = fake_run
     assert (run_dir / "results.json").is_file()
     assert not (run_dir / "results.partial.json").exists()
+
+
+TIMED_CLAIMS = '''
+import time
+import pytest
+from tests_results import REGIMES
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    time.sleep(0.6)  # the model's preparation, paid by the first case only
+    return object()
+
+
+@pytest.mark.parametrize("model_name", ["tiny-a"])
+@pytest.mark.parametrize("q", [15, 50])
+def test_dual_regimes(model_name, q, prepared, record_claim):
+    time.sleep(0.2)
+    record_claim(REGIMES, model=model_name, seed=0, settings={"rarity_q": q})
+'''
+
+
+def test_each_result_carries_its_share_of_the_model_preparation(pytester: pytest.Pytester):
+    """Issue 22.4: a result's time includes its share of preparation; the run's wall time
+    and per-stage totals are in results.json and the settings table."""
+    pytester.makeconftest('pytest_plugins = ["harness.report.plugin"]')
+    pytester.makepyfile(tests_results=(
+        "from harness.stats.result import TestResult\n"
+        f"REGIMES = TestResult(**{REGIMES.to_dict()!r})\n"))
+    pytester.mkpydir("claims")
+    (pytester.path / "claims" / "test_timed.py").write_text(TIMED_CLAIMS)
+    pytester.syspathinsert()
+    pytester.runpytest("claims", "--run-id", "t1", "-p", "no:cacheprovider").assert_outcomes(
+        passed=2)
+    run_dir = pytester.path / "reports" / "t1"
+    data = json.loads((run_dir / "results.json").read_text())
+    recs = data["claims"]
+    assert len(recs) == 2
+    for rec in recs:
+        assert 0.2 <= rec["wall_time_s"] < 0.6  # own time: the 0.6 s preparation excluded
+        assert 0.3 <= rec["prep_share_s"] < 0.5  # half of it each
+        assert rec["total_time_s"] == pytest.approx(rec["wall_time_s"] + rec["prep_share_s"],
+                                                    abs=2e-3)
+    t = data["timing"]
+    assert t["prepare_s_by_model"]["tiny-a"] >= 0.6
+    assert t["stages_s"]["claim analyses (incl. head ablation)"] >= 0.4
+    assert t["run_wall_s"] >= 1.0
+    text = (run_dir / "REPORT.md").read_text()
+    assert re.search(r"\| run wall time +\| [\d.]+ s +\|", text)
+    assert re.search(r"\| preparation by model +\| tiny-a 0\.[6-9]\d* s", text)
+    assert "time s (own + prep.)" in text

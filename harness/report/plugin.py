@@ -53,6 +53,9 @@ class RunRecorder:
         self.cases_total = 0
         self.cases_finished = 0
         self.interrupted_by: int | None = None  # the signal that stopped the session
+        self.t0 = time.perf_counter()
+        self.setup_s: dict[str, float] = {}  # nodeid -> setup seconds (model preparation)
+        self.call_s: dict[str, float] = {}   # nodeid -> call seconds (the claim's analysis)
 
     # -- recording -------------------------------------------------------------------------
     def add_claim(self, item: pytest.Item, result: TestResult, *, model: str, claim: str | None,
@@ -109,6 +112,9 @@ class RunRecorder:
             return
         self.claims_seen = True
         mine = self.records_of(report.nodeid)
+        if report.when in ("setup", "call"):
+            (self.setup_s if report.when == "setup" else self.call_s)[report.nodeid] = float(
+                report.duration)
         if report.when == "call" and (report.passed or report.failed):
             for rec in mine:
                 rec["test_outcome"] = "failed" if report.failed else "passed"
@@ -169,6 +175,35 @@ class RunRecorder:
             terminalreporter.write_line(f"report: {self.report_path}")
 
     # -- writing ---------------------------------------------------------------------------
+    def _timing(self) -> None:
+        """Where the run's time went. A model is prepared (loaded, influence computed) in the
+        setup of its first case and reused, so each result carries an equal share of its
+        model's preparation (`prep_share_s`) beside its own analysis time (`wall_time_s`);
+        `total_time_s` is their sum. The run's wall time and per-stage totals go to
+        results['timing'] (shown in the report's settings table)."""
+        model_of = {n: (p.get("model_name") or p.get("model"))
+                    for n, p in self._params_by_nodeid.items() if _is_claim_nodeid(n)}
+        prep: dict[Any, float] = {}
+        cases: dict[Any, int] = {}
+        for nodeid, model in model_of.items():
+            if nodeid in self.setup_s or nodeid in self.call_s:
+                prep[model] = prep.get(model, 0.0) + self.setup_s.get(nodeid, 0.0)
+                cases[model] = cases.get(model, 0) + 1
+        for rec in self.results["claims"]:
+            model = model_of.get(rec["nodeid"], rec.get("model"))
+            n_same = max(1, len(self.records_of(rec["nodeid"])))  # several records per case
+            share = prep.get(model, 0.0) / max(1, cases.get(model, 1)) / n_same
+            rec["prep_share_s"] = round(share, 3)
+            if rec.get("wall_time_s") is not None:
+                rec["total_time_s"] = round(float(rec["wall_time_s"]) + share, 3)
+        claims_s = sum(v for n, v in self.call_s.items() if n in model_of)
+        self.results["timing"] = {
+            "run_wall_s": round(time.perf_counter() - self.t0, 1),
+            "prepare_s_by_model": {str(m): round(v, 1) for m, v in prep.items()},
+            "stages_s": {"prepare models (load, influence)": round(sum(prep.values()), 1),
+                         "claim analyses (incl. head ablation)": round(claims_s, 1)},
+        }
+
     def finish(self) -> Path | None:
         stopped = self.interrupted_by is not None and self.cases_total > 0
         if not self.enabled or not (self.claims_seen or self.results["claims"] or stopped):
@@ -188,6 +223,7 @@ class RunRecorder:
             if seen:
                 manifest[f"{key}_used"] = sorted(seen)
         self.results["manifest"] = to_jsonable(manifest)
+        self._timing()
         q_values = assign_q_values(self.results["claims"])
         for rec in self.results["claims"]:
             rec["q_value"] = q_values[id(rec)]

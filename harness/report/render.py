@@ -154,10 +154,23 @@ def _settings_section(results: dict) -> str:
         ("quick mode (fewer resamples)", "yes" if s.get("quick") else "no"),
         ("device requested", s.get("device") or "-"),
         ("selection (-k / -m)", " / ".join(str(s.get(k) or "-") for k in ("keyword", "markers"))),
+        *_timing_rows(results.get("timing") or {}),
         ("results file", "results.json (schema version "
                          f"{results['schema_version']}, docs/RESULTS_SCHEMA.md)"),
     ]
     return "## Run settings\n\n" + tabulate(rows, headers=["setting", "value"], tablefmt="github")
+
+
+def _timing_rows(t: dict) -> list[tuple[str, str]]:
+    """Run time and where it went (results['timing'], harness.report.plugin)."""
+    if not t:
+        return []
+    rows = [("run wall time", f"{_num(t.get('run_wall_s'))} s")]
+    rows += [(f"stage: {k}", f"{_num(v)} s") for k, v in (t.get("stages_s") or {}).items()]
+    by = t.get("prepare_s_by_model") or {}
+    if by:
+        rows.append(("preparation by model", ", ".join(f"{m} {_num(v)} s" for m, v in by.items())))
+    return rows
 
 
 def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: list,
@@ -204,11 +217,12 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
                  _num(r["result"].get("statistic")), _num(r["result"].get("p_value")),
                  _num(q.get(id(r))), _power(r),
                  _num(_calibration(r, "fpr")), _verdict(r["result"]),
-                 r.get("test_outcome") or "-", _num(r.get("wall_time_s")))
+                 r.get("test_outcome") or "-", _time(r))
                 for r in mine]
         parts.append(tabulate(rows, headers=["model", "seed", "rarity", "variant", "effect size",
                                              "value [CI]", "statistic", "p", "q", "power",
-                                             "FPR", "verdict", "test", "wall s"],
+                                             "FPR", "verdict", "test",
+                                             "time s (own + prep.)"],
                               tablefmt="github", disable_numparse=True))
         parts.append(_figures_block(mine))
         parts.append(_settings_block(mine))
@@ -393,6 +407,14 @@ def _effect_ci(res: dict) -> str:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _time(r: dict) -> str:
+    """A result's own analysis time plus its share of the model's preparation."""
+    own, share = r.get("wall_time_s"), r.get("prep_share_s")
+    if own is None:
+        return "-"
+    return f"{_num(own + (share or 0.0))} ({_num(own)} + {_num(share or 0.0)})"
 
 
 def _num(x: Any) -> str:
