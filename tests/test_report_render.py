@@ -65,7 +65,9 @@ def test_report_content(tmp_path):
                                             "verdict", "effect [CI]", "p", "q", "SESOI",
                                             "power (s.e.)", "MDE 80%", "FPR"]
     # claim order 1, 2, 3; models sorted within a claim
-    order = [m.group(1) for m in re.finditer(r"^\| (Claim \d: [^|]+?) +\| (\S+)", text, re.M)]
+    summary = text.split("## Summary")[1]
+    order = [m.group(1) for m in re.finditer(r"^\| (Claim \d: [^|]+?) +\| (\S+)", summary,
+                                             re.M)]
     assert order == ["Claim 1: Dual regimes"] * 2 + ["Claim 2: No clustering",
                                                      "Claim 3: No routing"]
     assert re.search(r"\| tiny-gpt2 +\| 0 +\| target q15 +\| - +\| supported +\| 2 \[1\.5, 2\.5\] +"
@@ -139,3 +141,51 @@ def test_variant_and_verdict_labels():
     for word in ("supported", "refuted", "inconclusive", "untestable"):
         assert _verdict({"verdict": word, "details": {"inconclusive": True}}) == word
     assert _verdict({"verdict": "supported"}) == "supported"
+
+
+def test_report_opens_with_a_claims_by_models_glance_and_what_gave_no_verdict(tmp_path):
+    """Issue 22.1: one screen first - the four verdicts per claim x model with effect [CI]
+    and power - then everything without a verdict or not as expected, never '0 errors' when
+    a claim test failed."""
+    results = make_results()
+    failed = results["claims"][1]
+    failed["test_outcome"] = "failed"
+    failed["result"]["details"]["golden"] = {"matches": False, "diff": ["effect 2 vs 1.9"]}
+    results["errors"] = [{"nodeid": "claims/test_no_clustering.py::test[tiny-pythia]",
+                          "claim": "no-clustering", "model": "tiny-pythia", "seed": 0,
+                          "reason": "RuntimeError: boom", "when": "call"}]
+    text = render_report(results, tmp_path).read_text()
+    glance = text.split("## At a glance", 1)[1].split("## Run settings", 1)[0]
+    assert text.index("## At a glance") < text.index("## Run settings") < text.index("## Summary")
+    assert ("4 claim results (1 inconclusive, 2 supported, 1 untestable); 1 skipped, 1 errors, "
+            "1 failed claim tests, 1 golden mismatches.") in glance
+    header = next(line for line in glance.splitlines() if line.startswith("| claim"))
+    assert re.fullmatch(r"\| claim +\| tiny-gpt2 +\| tiny-pythia +\|", header)
+    row = next(line for line in glance.splitlines() if line.startswith("| Claim 1"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "**supported** 2 [1.5, 2.5], power 0.85 (target q15)"
+    assert cells[2] == "**supported** 1 [0.5, 1.5], power 0.85 (target q15)"
+    routing = next(line for line in glance.splitlines() if line.startswith("| Claim 3"))
+    assert routing.rstrip().endswith("| -           |") or routing.split("|")[-2].strip() == "-"
+    for needle in ("- error: tiny-pythia no-clustering: RuntimeError: boom",
+                   "- claim test failed: tiny-gpt2, seed 0, target q15 dual-regimes",
+                   "- golden mismatch: tiny-gpt2, seed 0, target q15 dual-regimes: effect 2 vs 1.9",
+                   "- skipped (1: gpt2-xl no-routing): gpt2-xl weights not in the HF cache"):
+        assert needle in glance, needle
+
+
+def test_papers_vs_this_run_filled_from_nested_details(tmp_path):
+    """Issue 22.2: claim 2's Q-vs-random test and claim 3's head statistics are filled."""
+    results = make_results()
+    clus = results["claims"][2]["result"]["details"]
+    clus["legacy"] = [{"fold": "A->B", "comparisons": [
+        {"metric": "Q", "null": "random", "p": 0.143},
+        {"metric": "Q_signed", "null": "random", "p": 0.5}]}]
+    rout = results["claims"][3]["result"]["details"]
+    rout.update(per_head=[{}] * 18, significant_heads=[], n_heads_equivalent=9,
+                loss_effect={"spearman_rare_common": -0.0774})
+    text = render_report(results, tmp_path).read_text()
+    assert re.search(r"\| specialist vs random Q .*\| tiny-gpt2, seed 0, target q15: "
+                     r"p = 0\.143 \(A->B\) +\|", text)
+    assert "0 of 18 heads significant (BH q 0.05), 9 equivalent within +-SESOI" in text
+    assert re.search(r"per-head ablation effect on the loss .*: -0\.0774 +\|", text)

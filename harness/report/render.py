@@ -13,7 +13,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tabulate import tabulate
@@ -37,6 +37,36 @@ class PaperNumber:
     value: str
     source: str
     details_key: str | None = None
+    extract: Callable[[dict], Any] | None = None  # details -> our counterpart, when nested
+
+
+def _legacy_q_vs_random(d: dict) -> str | None:
+    """Claim 2's counterpart of P1's 'specialist vs random Q' test: per cross-fitting fold,
+    the permutation p of the plateau group's Q against random groups (1,000 draws)."""
+    out = []
+    for fold in d.get("legacy") or []:
+        for c in fold.get("comparisons") or []:
+            if c.get("metric") == "Q" and c.get("null") == "random" and _finite(c.get("p")):
+                out.append(f"p = {_num(c['p'])} ({fold.get('fold', '?')})")
+    return ", ".join(out) or None
+
+
+def _heads_significant(d: dict) -> str | None:
+    """Claim 3's statistics where P1 only plotted selectivity: heads significant (BH) of all
+    heads tested, and the heads called equivalent within the SESOI."""
+    per = d.get("per_head")
+    n = len(per) if isinstance(per, (list, dict)) else None
+    sig = d.get("significant_heads")
+    k = len(sig) if isinstance(sig, list) else None
+    if n is None or k is None:
+        return None
+    eq = d.get("n_heads_equivalent")
+    return (f"{k} of {n} heads significant (BH q 0.05)"
+            + (f", {eq} equivalent within +-SESOI" if eq is not None else ""))
+
+
+def _loss_effect_rho(d: dict) -> Any:
+    return (d.get("loss_effect") or {}).get("spearman_rare_common")
 
 
 CLAIM_TEXT = {
@@ -65,14 +95,19 @@ PAPER_NUMBERS: dict[str, list[PaperNumber]] = {
                     "plateau_q"),
         PaperNumber("modularity Q, random groups", "P1 models", "0.04-0.09", "P1",
                     "random_q"),
-        PaperNumber("specialist vs random Q (t-test vs 2 random groups)", "P1 models",
-                    "p > 0.4", "P1"),
+        PaperNumber("specialist vs random Q (t-test vs 2 random groups; here: permutation "
+                    "vs 1,000 random groups per fold)", "P1 models", "p > 0.4", "P1",
+                    extract=_legacy_q_vs_random),
         PaperNumber("(contested: P2's table reportedly has plateau Q above random)", "", "", "P2"),
     ],
     "no-routing": [
-        PaperNumber("statistics", "GPT-2 XL, Pythia", "none (selectivity plotted only)", "P1"),
+        PaperNumber("statistics", "GPT-2 XL, Pythia", "none (selectivity plotted only)", "P1",
+                    extract=_heads_significant),
         PaperNumber("rare vs common attention patterns", "P2 models", "highly correlated",
                     "P2", "rare_common_corr"),
+        PaperNumber("rare vs common: per-head ablation effect on the loss (Spearman across "
+                    "heads; a counterpart of P2's pattern correlation)", "P2 models",
+                    "highly correlated", "P2", extract=_loss_effect_rho),
     ],
 }
 
@@ -99,6 +134,7 @@ def render_report(results: dict[str, Any], out_dir: str | Path,
     parts = [
         f"# rarebench results: run `{results['run_id']}`",
         _interrupted_banner(results),
+        _glance_section(records, results),
         _settings_section(results),
         _summary_section(records, q_values, summary_png, results["skipped"],
                          results["errors"]),
@@ -171,6 +207,67 @@ def _timing_rows(t: dict) -> list[tuple[str, str]]:
     if by:
         rows.append(("preparation by model", ", ".join(f"{m} {_num(v)} s" for m, v in by.items())))
     return rows
+
+
+def _glance_section(records: list[dict], results: dict) -> str:
+    """The one screen a reader needs: claims x models with each case's verdict, effect [CI]
+    and power, then everything that gave no verdict or did not go as expected, with why."""
+    models = list(dict.fromkeys(r["model"] for r in records))
+    keys = sorted({r["claim"] for r in records}, key=claim_sort_key)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[_verdict(r["result"])] = counts.get(_verdict(r["result"]), 0) + 1
+    failed = [r for r in records if r.get("test_outcome") == "failed"]
+    differs = [r for r in records
+               if ((r["result"].get("details") or {}).get("golden") or {}).get("matches") is False]
+    head = (f"{len(records)} claim results ("
+            + (", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "none") + "); "
+            f"{len(results['skipped'])} skipped, {len(results['errors'])} errors, "
+            f"{len(failed)} failed claim tests, {len(differs)} golden mismatches.")
+    lines = ["## At a glance", "", head]
+    if records:
+        rows = []
+        for key in keys:
+            row = [_claim_title(key)]
+            for m in models:
+                cell = [f"**{_verdict(r['result'])}** {_effect_ci(r['result'])}, power "
+                        f"{_power(r).split(' ')[0]}" + (f" ({_glance_setting(r)})"
+                                                        if _glance_setting(r) else "")
+                        for r in records if r["claim"] == key and r["model"] == m]
+                row.append("<br>".join(cell) or "-")
+            rows.append(row)
+        lines += ["", tabulate(rows, headers=["claim", *models], tablefmt="github",
+                               disable_numparse=True),
+                  "", "Cells: verdict, effect [CI], power at the SESOI on this run's own data "
+                      "(details in the summary below and each claim's section)."]
+    problems = []
+    if results.get("interrupted"):
+        problems.append(f"interrupted: {results.get('cases_finished', '?')} of "
+                        f"{results.get('cases_total', '?')} claim cases finished")
+    for e in results["errors"]:
+        problems.append(f"error: {e.get('model') or '-'} {e['claim']}: {e['reason']}")
+    for r in failed:
+        problems.append(f"claim test failed: {_who(r)} {r['claim']} (verdict "
+                        f"{_verdict(r['result'])}; pytest asserts the golden or the claim)")
+    for r in differs:
+        diff = (r["result"]["details"]["golden"].get("diff") or [])
+        problems.append(f"golden mismatch: {_who(r)} {r['claim']}: "
+                        + "; ".join(map(str, diff[:3])) + (" ..." if len(diff) > 3 else ""))
+    reasons: dict[str, list[str]] = {}
+    for e in results["skipped"]:
+        reasons.setdefault(str(e["reason"]), []).append(f"{e.get('model') or '-'} {e['claim']}")
+    for reason, who in reasons.items():
+        problems.append(f"skipped ({len(who)}: {', '.join(who[:4])}"
+                        + (" ..." if len(who) > 4 else "") + f"): {reason}")
+    if problems:
+        lines += ["", "Without a verdict or not as expected:", ""]
+        lines += [f"- {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def _glance_setting(r: dict) -> str:
+    s = r.get("settings") or {}
+    return " ".join(x for x in (_rarity(s), _variant(s)) if x and x != "-")
 
 
 def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: list,
@@ -260,9 +357,10 @@ def _paper_block(key: str, records: list[dict]) -> str:
     rows = []
     for n in PAPER_NUMBERS[key]:
         ours = []
-        if n.details_key:
+        if n.details_key or n.extract:
             for r in records:
-                value = (r["result"].get("details") or {}).get(n.details_key)
+                details = r["result"].get("details") or {}
+                value = n.extract(details) if n.extract else details.get(n.details_key)
                 if value is not None:
                     ours.append(f"{_who(r)}: {_value(value)}")
         rows.append((n.quantity, n.model, n.value, n.source, "; ".join(ours) or "-"))
