@@ -134,7 +134,7 @@ class RunRecorder:
         return to_jsonable({
             "nodeid": report.nodeid,
             "claim": _claim_of(report.nodeid),
-            "model": item_params.get("model_name", item_params.get("model")),
+            "model": _model_param(item_params),
             "seed": item_params.get("seed"),
             "reason": reason,
         })
@@ -181,8 +181,8 @@ class RunRecorder:
         model's preparation (`prep_share_s`) beside its own analysis time (`wall_time_s`);
         `total_time_s` is their sum. The run's wall time and per-stage totals go to
         results['timing'] (shown in the report's settings table)."""
-        model_of = {n: (p.get("model_name") or p.get("model"))
-                    for n, p in self._params_by_nodeid.items() if _is_claim_nodeid(n)}
+        model_of = {n: _model_param(p) for n, p in self._params_by_nodeid.items()
+                    if _is_claim_nodeid(n)}
         prep: dict[Any, float] = {}
         cases: dict[Any, int] = {}
         for nodeid, model in model_of.items():
@@ -417,7 +417,7 @@ class ClaimProgress:
     def _model(self, nodeid: str) -> str:
         p = self.params.get(nodeid, {})
         if "model_name" in p or "model" in p:
-            return str(p.get("model_name", p.get("model")))
+            return str(_model_param(p))
         records = self.recorder.records_of(nodeid)  # a case without a model parameter
         return str(records[0]["model"]) if records else "-"
 
@@ -647,6 +647,11 @@ def _split(value: str) -> list[str]:
 def _params(item: pytest.Item) -> dict[str, Any]:
     callspec = getattr(item, "callspec", None)
     return dict(callspec.params) if callspec is not None else {}
+
+
+def _model_param(params: dict[str, Any]) -> Any:
+    """A claim case's model: its `model_name` (or `model`) parameter, None without one."""
+    return params.get("model_name", params.get("model"))
 
 
 def _module_stem(nodeid: str) -> str:

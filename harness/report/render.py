@@ -231,9 +231,9 @@ def _glance_section(records: list[dict], results: dict) -> str:
             row = [_claim_title(key)]
             for m in models:
                 cell = [f"**{_verdict(r['result'])}** {_effect_ci(r['result'])}, power "
-                        f"{_power(r).split(' ')[0]}" + (f" ({_glance_setting(r)})"
-                                                        if _glance_setting(r) else "")
-                        for r in records if r["claim"] == key and r["model"] == m]
+                        f"{_power_value(r)}" + (f" ({setting})" if setting else "")
+                        for r in records if r["claim"] == key and r["model"] == m
+                        for setting in (_glance_setting(r),)]
                 row.append("<br>".join(cell) or "-")
             rows.append(row)
         lines += ["", tabulate(rows, headers=["claim", *models], tablefmt="github",
@@ -490,8 +490,14 @@ def _calibration(r: dict, kind: str) -> float | None:
 def _power(r: dict) -> str:
     own = (r["result"].get("details") or {}).get("own_power") or {}
     if _finite(own.get("power")):
-        return f"{_num(own['power'])} ({_num(own.get('power_se'))}, n={own.get('n_reps')})"
-    return _num(_calibration(r, "power"))
+        return f"{_power_value(r)} ({_num(own.get('power_se'))}, n={own.get('n_reps')})"
+    return _power_value(r)
+
+
+def _power_value(r: dict) -> str:
+    """Power at the SESOI: measured on the run's own data, else the calibration's."""
+    own = (r["result"].get("details") or {}).get("own_power") or {}
+    return _num(own["power"] if _finite(own.get("power")) else _calibration(r, "power"))
 
 
 def _sesoi(r: dict) -> str:
