@@ -122,17 +122,24 @@ class _StopForward(Exception):
     position (the cost of an all-positions ablation) when only kept positions are measured."""
 
 
+_LOSS_CHUNK = 512  # positions per float64 unembedding block: ~200 MB at V = 50k, not GBs
+
+
 def _losses_from_resid(facade: Any, resid: Tensor, targets: Tensor) -> Tensor:
-    """CE (float64) of final_norm(resid) W_U + b_U against targets, for [n, d] residuals."""
+    """CE (float64) of final_norm(resid) W_U + b_U against targets, for [n, d] residuals.
+
+    The clean and the ablated loss both come from here (same float64 arithmetic), so a delta
+    loss carries no kernel offset; logsumexp minus the target logit in position blocks keeps
+    the float64 logits at a bounded size (one [n, V] float64 array cost GBs of page faults)."""
     x = facade.final_norm.apply(resid.to(torch.float64))
-    logits = x @ facade.W_U.to(torch.float64) + facade.b_U.to(torch.float64)
-    return -torch.log_softmax(logits, -1).gather(1, targets[:, None].to(logits.device))[:, 0]
-
-
-def _losses_at(logits: Tensor, elem: Tensor, pos: Tensor, targets: Tensor) -> Tensor:
-    """CE (float64) of logits[elem[i], pos[i]] against targets[i] (gathers [n, V] only)."""
-    rows = logits[elem.to(logits.device), pos.to(logits.device)].to(torch.float64)
-    return -torch.log_softmax(rows, -1).gather(1, targets[:, None].to(rows.device))[:, 0]
+    w_u, b_u = facade.W_U.to(x.device, torch.float64), facade.b_U.to(x.device, torch.float64)
+    t = targets.to(x.device)
+    out = torch.empty(len(x), dtype=torch.float64, device=x.device)
+    for s in range(0, len(x), _LOSS_CHUNK):
+        logits = torch.addmm(b_u, x[s:s + _LOSS_CHUNK], w_u)
+        out[s:s + _LOSS_CHUNK] = (torch.logsumexp(logits, -1)
+                                  - logits.gather(1, t[s:s + _LOSS_CHUNK, None])[:, 0])
+    return out
 
 
 def _z_means(facade: Any, rows: np.ndarray, keep: np.ndarray, layers: list[int],
@@ -182,7 +189,7 @@ def _ablation_hook(mode: str, heads: Tensor, queries: Tensor, value: Tensor | No
     return hook
 
 
-CODE_VERSION = "head-ablation/1"
+CODE_VERSION = "head-ablation/2"  # /2: clean loss from the residual in float64, as the ablated
 
 
 def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, int]] | None = None,
@@ -254,14 +261,24 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                 return act
             return keep_act
 
+        def stop_at_resid(act: Tensor, hook: Any) -> Tensor:
+            cache["resid"] = act.detach()
+            raise _StopForward  # losses below, at kept positions only, as for the ablations
+
         names = [facade.hook_post] + [f"blocks.{l}.hook_resid_pre" for l in layers]
         with torch.no_grad(), skipper.record():
-            logits = facade.run_with_hooks(batch, [(n, keeper(n)) for n in names])
+            try:
+                facade.run_with_hooks(batch, [(n, keeper(n)) for n in names]
+                                      + [(facade.hook_resid_post, stop_at_resid)])
+            except _StopForward:
+                pass
         br, bt = np.nonzero(bkeep)
-        clean_act = cache[facade.hook_post][br, bt][:, neurons_t.to(logits.device)].double().cpu()
+        dev = cache["resid"].device
+        bri, bti = torch.from_numpy(br).to(dev), torch.from_numpy(bt).to(dev)
+        clean_act = cache[facade.hook_post][bri, bti][:, neurons_t.to(dev)].double().cpu()
         targets = batch[:, 1:]
-        clean_loss = _losses_at(logits, torch.from_numpy(br), torch.from_numpy(bt),
-                                targets[br, bt]).cpu()
+        clean_loss = _losses_from_resid(facade, cache["resid"][bri, bti],
+                                        targets[br, bt]).cpu()
         clean_lookup = np.full(bkeep.shape, -1, dtype=np.int64)
         clean_lookup[br, bt] = np.arange(len(br))
 
@@ -278,7 +295,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                 ri = torch.tensor([r for _, r, _ in chunk])
                 qi = torch.tensor([t for _, _, t in chunk])
                 length = int(qi.max()) + 1 if scope == "single-query" else batch.shape[1]
-                resid = cache[f"blocks.{layer}.hook_resid_pre"][ri.to(logits.device), :length]
+                resid = cache[f"blocks.{layer}.hook_resid_pre"][ri.to(dev), :length]
                 post: dict[str, Tensor] = {}
 
                 def grab(act: Tensor, hook: Any) -> Tensor:
