@@ -124,7 +124,8 @@ def test_kernel_matches_float64(problems, family, method):
 
 @pytest.fixture(scope="module")
 def triton_deltas(problems, tmp_path_factory) -> dict:
-    pytest.importorskip("triton", reason="Triton is not installed (pip install '.[test]')")
+    pytest.importorskip("triton", reason="Triton is not installed: it is the optional `gpu` extra "
+                        "(pip install -c constraints.txt -e '.[gpu]')")
     tmp = tmp_path_factory.mktemp("triton")
     src, dst = tmp / "problems.pt", tmp / "deltas.pt"
     torch.save([problems[f]["args"] for f in FAMILIES], src)

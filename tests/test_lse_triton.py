@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def cases() -> dict:
-    pytest.importorskip("triton", reason="Triton is not installed (pip install '.[test]')")
+    pytest.importorskip("triton", reason="Triton is not installed: it is the optional `gpu` extra "
+                        "(pip install -c constraints.txt -e '.[gpu]')")
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("RAREBENCH_LSE_TILE", None)
