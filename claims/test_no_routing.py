@@ -11,9 +11,11 @@ Preregistration (direction 'absent'; four verdicts, harness.verdicts; alpha = 0.
   it, with R = 8 random neuron groups of the same size drawn outside that plateau. The two
   halves are pooled: one analysis over all ablated rows (each row's values come from the
   other half's selection); per-half estimates and which rows did what are in
-  `details['cross_fit']`. Head effects exist for the first `--routing-rows` rows only
-  (harness.pipeline.head_effects), so those are the tested rows of both halves, while the
-  selection uses every evaluation row of the other half.
+  `details['cross_fit']`. Head effects exist for the `--routing-rows` ablated rows only
+  (harness.pipeline.routing_rows: every row, or the rows holding the most rare positions of
+  the evaluated cover - chosen by the input tokens, never by an outcome), so those are the
+  tested rows of both halves, while the selection uses every evaluation row of the other
+  half.
 - Intervention: every head ablated alone; modes `bos` (attention row one-hot on position 0,
   the paper), `zero` and `mean` (on attn.hook_z); which heads, on how many rows and in which
   scope are run options (root conftest), each recorded in the result's settings (`layers`,
@@ -21,9 +23,10 @@ Preregistration (direction 'absent'; four verdicts, harness.verdicts; alpha = 0.
   - `--routing-layers` auto (default) | all | k. auto: on CPU every layer of models with <= 12
     layers and the last 6 layers of deeper ones (as the paper did for GPT-2 XL); on CUDA every
     layer. k: the heads of the last k layers.
-  - `--routing-rows` auto (default) | N. auto: on CPU the first 12 evaluation rows (8 with
-    --quick) of models deeper than 12 layers, else 64 (32 with --quick); on CUDA every row of
-    the evaluation set. Always capped at the evaluation rows (`--eval-rows` sets those).
+  - `--routing-rows` auto (default) | N. auto: on CPU 12 evaluation rows (8 with --quick) of
+    models deeper than 12 layers, else 64 (32 with --quick); on CUDA every row of the
+    evaluation set. Always capped at the evaluation rows (`--eval-rows` sets those); fewer than
+    all: the rows with the most rare positions (issue 22.5: SmolLM2's first 12 rows held 5).
   - `--routing-scope` comma list of `all-positions` (default) and `single-query`; each scope is
     its own test case (id suffix `-single-query`).
   The tiny fixtures' goldens (key `no-routing/<mode>`) hold for the default options only;
@@ -131,24 +134,38 @@ def _first(out):
     return None if out is None else out[0]
 
 
-def cross_fit_folds(n_eval_rows: int, n_rows: int, seed: int) -> np.ndarray:
-    """Fold (0/1) of every evaluation row: a random half of the ablated rows (the first
-    `n_rows`) and a random half of the others, so both halves are tested and select."""
+def _row_ids(n_eval_rows: int, rows) -> np.ndarray:
+    """Ablated row ids: an array as given, an int n the first n rows."""
+    if np.isscalar(rows):
+        return np.arange(min(int(rows), n_eval_rows))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def cross_fit_folds(n_eval_rows: int, rows, seed: int) -> np.ndarray:
+    """Fold (0/1) of every evaluation row: a random half of the ablated rows (`rows`: ids, or
+    an int n for the first n) and a random half of the others, so both halves are tested and
+    select."""
     rng = np.random.default_rng([seed, 19])
     fold = np.zeros(n_eval_rows, np.int64)
-    for lo, hi in ((0, min(n_rows, n_eval_rows)), (min(n_rows, n_eval_rows), n_eval_rows)):
-        perm = lo + rng.permutation(hi - lo)
-        fold[perm[(hi - lo) // 2:]] = 1
+    ablated = np.zeros(n_eval_rows, bool)
+    ablated[_row_ids(n_eval_rows, rows)] = True
+    for ids in (np.flatnonzero(ablated), np.flatnonzero(~ablated)):
+        perm = ids[rng.permutation(ids.size)]
+        fold[perm[ids.size // 2:]] = 1
     return fold
 
 
-def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int,
+def routing_inputs(prep, rarity, mode: str, seed: int, rows,
                    last_k_layers: int | None = None, scope: str = DEFAULT_ROUTING_SCOPE):
-    """Cross-fitted plateau and random groups, and their head influences on the first
-    `n_rows` rows: (ablation, infl [1 + R, H, n_pos], rare, common, fold per position, plan)."""
+    """Cross-fitted plateau and random groups, and their head influences on the ablated
+    `rows` (ids; an int n: the first n): (ablation, infl [1 + R, H, n_pos], rare, common,
+    fold per position, plan)."""
     inf = prep.influence
     rare_all, common_all = prep.masks(rarity)
-    fold_of_row = cross_fit_folds(len(prep.rows), n_rows, seed)
+    ids = _row_ids(len(prep.rows), rows)
+    ablated = np.zeros(len(prep.rows), bool)
+    ablated[ids] = True
+    fold_of_row = cross_fit_folds(len(prep.rows), ids, seed)
     rng = np.random.default_rng(seed)
     plateaus, groups = [], []
     for f in (0, 1):
@@ -163,7 +180,7 @@ def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int,
         groups.append([plateau] + [rng.choice(others, plateau.size, replace=False)
                                    for _ in range(N_RANDOM_GROUPS)])
     neurons = np.unique(np.concatenate([g for gs in groups for g in gs]))
-    ablation, cols = pipeline.head_effects(prep, mode, n_rows, neurons,
+    ablation, cols = pipeline.head_effects(prep, mode, ids, neurons,
                                            last_k_layers=last_k_layers, scope=scope)
     col_of = dict(zip(neurons.tolist(), cols.tolist()))
     fold = fold_of_row[ablation.row]
@@ -172,13 +189,12 @@ def routing_inputs(prep, rarity, mode: str, seed: int, n_rows: int,
         at = np.flatnonzero(fold == f)
         infl[:, :, at] = group_influence(ablation.delta_act[:, at],
                                          [[col_of[n] for n in g.tolist()] for g in groups[f]])
-    sel = inf.row < n_rows
+    sel = ablated[inf.row]
     a, b = set(plateaus[0].tolist()), set(plateaus[1].tolist())
     plan = {"rule": "rows split in two halves at random (balanced within the ablated rows); "
                     "each half's plateau is selected on the other half's rare positions; "
                     "the halves are pooled for the test",
-            "test_rows": [np.flatnonzero((fold_of_row == f)
-                                         & (np.arange(len(prep.rows)) < n_rows)).tolist()
+            "test_rows": [np.flatnonzero((fold_of_row == f) & ablated).tolist()
                           for f in (0, 1)],
             "select_rows": [np.flatnonzero(fold_of_row != f).tolist() for f in (0, 1)],
             "plateau": [p.tolist() for p in plateaus],
@@ -191,10 +207,15 @@ def compute(prep, rarity, seed: int, mode: str, n_rows: int, last_k: int | None,
     """(TestResult, plateau of half 0) for one case; None when too few rare positions are
     ablated."""
     rare_all, _ = prep.masks(rarity)
-    if rare_all[prep.influence.row < n_rows].sum() < MIN_RARE:
+    rows = pipeline.routing_rows(prep, n_rows)
+    if rare_all[np.isin(prep.influence.row, rows)].sum() < MIN_RARE:
         return None
-    ablation, infl, rare, common, fold, plan = routing_inputs(prep, rarity, mode, seed, n_rows,
+    ablation, infl, rare, common, fold, plan = routing_inputs(prep, rarity, mode, seed, rows,
                                                               last_k, scope)
+    plan["ablated_rows"] = {"n": int(rows.size), "of": len(prep.rows),
+                            "rule": "all" if rows.size == len(prep.rows) else
+                            "the rows with the most rare positions of the evaluated cover "
+                            "(pipeline.routing_rows)"}
     analysis = RoutingAnalysis(infl[0], infl[1:], rare, common, ablation.row, ablation.pos,
                                ablation.heads, delta_loss=ablation.delta_loss, fold=fold,
                                n_boot=400 if quick else 1000, seed=seed,
@@ -253,9 +274,11 @@ def test_no_routing(prepared, rarity, seed, model_name, mode, routing_scope, dev
     out = compute(prepared, rarity, seed, mode, n_rows, last_k, routing_scope, quick,
                   power_reps=power_reps)
     if out is None:
-        n_rare = int(prepared.masks(rarity)[0][prepared.influence.row < n_rows].sum())
-        pytest.skip(prepared.no_rare_reason(rarity, n_rare, MIN_RARE,
-                                            f" in the first {n_rows} rows (--routing-rows)"))
+        rows = pipeline.routing_rows(prepared, n_rows)
+        n_rare = int(prepared.masks(rarity)[0][np.isin(prepared.influence.row, rows)].sum())
+        pytest.skip(prepared.no_rare_reason(
+            rarity, n_rare, MIN_RARE, f" in the {rows.size} rows ablated (--routing-rows; the "
+                                      "rows with the most rare positions)"))
     result, plateau = out
     # the default options keep their golden keys; another scope, or rows/layers other than
     # the CPU defaults, get their own (no golden: the generic verdict policy applies)

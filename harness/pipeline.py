@@ -338,36 +338,61 @@ def reports_root() -> Path:
     return Path(__file__).resolve().parents[1] / "reports"
 
 
-def head_effects(prep: Prepared, mode: str, n_rows: int, neurons: np.ndarray,
+def routing_rows(prep: Prepared, n_rows: int) -> np.ndarray:
+    """The evaluation rows (ascending ids) whose positions claim 3 ablates: all of them when
+    `n_rows` covers the evaluation set, else the `n_rows` rows holding the most positions rare
+    under the evaluated cover (q = spec.cover_q, target or current; ties by row order).
+
+    Why not the first N rows: on SmolLM2's CPU default (12 of 320 rows) those held 5 rare
+    positions and claim 3 could not run (issue 22.5). The choice reads the input tokens only,
+    never an outcome, and one row set serves every rarity setting (one ablation per mode)."""
+    n_eval = len(prep.rows)
+    if n_rows >= n_eval:
+        return np.arange(n_eval)
+    rare = np.zeros(len(prep.influence.row), bool)
+    for which in prep.spec.cover_which:
+        rare |= prep.masks(RaritySpec(q=prep.spec.cover_q, which=which))[0]
+    count = np.bincount(prep.influence.row[rare], minlength=n_eval)
+    order = np.lexsort((np.arange(n_eval), -count))  # most rare positions first, then row id
+    return np.sort(order[:max(n_rows, 0)])
+
+
+def head_effects(prep: Prepared, mode: str, rows: int | np.ndarray, neurons: np.ndarray,
                  last_k_layers: int | None = None, scope: str = "all-positions",
                  max_bytes: int = 1 << 30) -> tuple[Any, np.ndarray]:
     """(HeadAblation, column of each requested neuron) for every head (of the last
     `last_k_layers` layers; None: all) in the given `scope` ('all-positions': the head ablated
     at every query in one pass; 'single-query': at one query position at a time), on the
-    evaluated positions of the first `n_rows` rows. Memoised per (mode, n_rows, last_k_layers,
+    evaluated positions of `rows` (row ids, e.g. `routing_rows`; an int n: the first n rows);
+    the result's `row` are evaluation-row ids. Memoised per (mode, rows, last_k_layers,
     scope): where it fits in `max_bytes` the ablation records *all* final-layer neurons, so
     every rarity setting's plateau group and random groups reuse one set of forward passes.
     With a store root the effects are also cached on disk (and resume per row batch)."""
+    import dataclasses
+
     from harness.ablation.heads import head_ablation
 
-    sel = prep.influence.row < n_rows
+    n_eval = len(prep.rows)
+    ids = (np.arange(min(int(rows), n_eval)) if np.isscalar(rows)
+           else np.asarray(rows, dtype=np.int64))
+    first_n = bool(np.array_equal(ids, np.arange(ids.size)))
+    sel = np.isin(prep.influence.row, ids)
     keep = evaluated_grid(prep)
     n_layers = prep.facade.n_layers if last_k_layers is None else min(last_k_layers,
                                                                         prep.facade.n_layers)
     n_heads = n_layers * prep.facade.n_heads
     record_all = n_heads * int(sel.sum()) * prep.facade.d_mlp * 4 <= max_bytes
-    key = (("heads", mode, n_rows, last_k_layers, scope) if record_all else
-           ("heads", mode, n_rows, last_k_layers, scope, tuple(neurons.tolist())))
+    row_key = ids.size if first_n else tuple(ids.tolist())  # the first n: the old key
+    key = (("heads", mode, row_key, last_k_layers, scope) if record_all else
+           ("heads", mode, row_key, last_k_layers, scope, tuple(neurons.tolist())))
     if key not in prep.extras:
         cols = np.arange(prep.facade.d_mlp) if record_all else np.asarray(neurons)
         from harness.store import ResultStore
 
         store = ResultStore(prep.store_root) if prep.store_root else None
-        prep.extras[key] = (head_ablation(prep.facade, prep.rows[:n_rows], keep[:n_rows],
-                                          mode=mode, scope=scope,
-                                          neurons=cols.tolist(), last_k_layers=last_k_layers,
-                                          store=store),
-                            cols)
+        abl = head_ablation(prep.facade, prep.rows[ids], keep[ids], mode=mode, scope=scope,
+                            neurons=cols.tolist(), last_k_layers=last_k_layers, store=store)
+        prep.extras[key] = (dataclasses.replace(abl, row=ids[abl.row]), cols)
     ablation, cols = prep.extras[key]
     where = {int(n): i for i, n in enumerate(cols)}
     return ablation, np.array([where[int(n)] for n in neurons], dtype=np.int64)

@@ -12,6 +12,7 @@ import pytest
 
 from harness import pipeline
 from harness.claimset import load_claims
+from harness.data.rarity import RaritySpec
 
 N_ROWS, T, D_MLP, N_HEADS = 12, 10, 64, 2
 
@@ -35,8 +36,8 @@ def _prep(claim, n_rows):
                            facade=facade, masks=lambda rarity: (rare, ~rare)), fold
 
 
-def _fake_head_effects(prep, mode, n_rows, neurons, last_k_layers=None, scope=""):
-    sel = prep.influence.row < n_rows
+def _fake_head_effects(prep, mode, rows, neurons, last_k_layers=None, scope=""):
+    sel = np.isin(prep.influence.row, rows)
     cols = np.arange(D_MLP)
     act = np.broadcast_to(cols.astype(np.float32), (N_HEADS, int(sel.sum()), D_MLP)).copy()
     abl = SimpleNamespace(delta_act=act, heads=[(0, h) for h in range(N_HEADS)],
@@ -71,3 +72,37 @@ def test_each_half_is_tested_on_the_plateau_selected_on_the_other(claim, monkeyp
     np.testing.assert_allclose(infl[0, 0], want)
     assert np.array_equal(fold_pos, fold[abl.row])
     assert rare.shape == common.shape == (n_rows * T,)
+
+
+def test_folds_of_chosen_rows_split_them_and_the_others_in_halves(claim):
+    rows = np.array([1, 4, 5, 9, 12, 17])
+    fold = claim.cross_fit_folds(20, rows, seed=3)
+    others = np.setdiff1d(np.arange(20), rows)
+    assert fold[rows].sum() == 3 and fold[others].sum() == 7
+    # the first n rows as ids give exactly the folds of the int form (goldens unchanged)
+    assert np.array_equal(claim.cross_fit_folds(20, np.arange(8), seed=3),
+                          claim.cross_fit_folds(20, 8, seed=3))
+
+
+def test_routing_rows_are_the_rows_with_most_cover_rare_positions():
+    """Issue 22.5: the ablated rows are chosen by their rare positions (target or current
+    rarity of the evaluated cover), not the first N; all rows when N covers them."""
+    n_rows, t = 10, 6
+    row, pos = np.repeat(np.arange(n_rows), t), np.tile(np.arange(t), n_rows)
+    target = np.isin(row, [7, 8]) & (pos < 3)          # rows 7, 8: 3 rare targets each
+    current = ((row == 2) & (pos < 4)) | ((row == 8) & (pos == 5))   # row 2: 4; row 8: +1
+    seen = []
+
+    def masks(rarity):
+        seen.append(rarity)
+        rare = target if rarity.which == "target" else current
+        return rare, ~rare
+
+    prep = SimpleNamespace(rows=np.zeros((n_rows, t + 1), np.int64), masks=masks,
+                           influence=SimpleNamespace(row=row, pos=pos),
+                           spec=SimpleNamespace(cover_q=50.0, cover_which=("target", "current")))
+    assert pipeline.routing_rows(prep, 3).tolist() == [2, 7, 8]   # counts 4, 3, 4
+    assert pipeline.routing_rows(prep, 4).tolist() == [0, 2, 7, 8]  # then row order
+    assert seen == [RaritySpec(q=50.0, which="target"), RaritySpec(q=50.0, which="current")] * 2
+    assert pipeline.routing_rows(prep, 10).tolist() == list(range(10))
+    assert pipeline.routing_rows(prep, 99).tolist() == list(range(10))
