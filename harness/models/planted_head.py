@@ -52,6 +52,25 @@ def _project_out(weight: torch.Tensor, direction: np.ndarray, dim: int) -> None:
         weight -= torch.outer(weight @ u, u)
 
 
+def _rare_mask(vocab: int, rare: np.ndarray) -> torch.Tensor:
+    """bool [vocab]: True at the rare token ids."""
+    is_rare = torch.zeros(vocab, dtype=torch.bool)
+    is_rare[torch.as_tensor(rare)] = True
+    return is_rare
+
+
+def _embeddings_without(rng: np.random.Generator, vocab: int, n_ctx: int, d_model: int,
+                        directions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token and position embeddings (float32) with `directions` projected out, so only
+    what a builder adds along them afterwards is carried there."""
+    wte = torch.as_tensor(rng.normal(size=(vocab, d_model)), dtype=torch.float32)
+    wpe = torch.as_tensor(0.5 * rng.normal(size=(n_ctx, d_model)), dtype=torch.float32)
+    for emb in (wte, wpe):
+        for u in directions:
+            _project_out(emb, u, 1)
+    return wte, wpe
+
+
 @torch.no_grad()
 def planted_routing_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2,
                           n_heads: int = 4, n_ctx: int = 64,
@@ -80,17 +99,12 @@ def planted_routing_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2
     tr = model.transformer
     r, r_common, w, c = _orthonormal_zero_mean(rng, d_model, 4)
     rare = np.sort(rng.choice(vocab, n_rare, replace=False))
-    is_rare = torch.zeros(vocab, dtype=torch.bool)
-    is_rare[torch.as_tensor(rare)] = True
+    is_rare = _rare_mask(vocab, rare)
     f32 = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
 
     # embeddings: rare tokens carry flag * r, common ones flag * r_common (same norm, so
     # LayerNorm scales do not tell them apart); a constant massive component c on every position
-    wte = f32(rng.normal(size=(vocab, d_model)))
-    wpe = f32(0.5 * rng.normal(size=(n_ctx, d_model)))
-    for emb in (wte, wpe):
-        for u in (r, r_common, w, c):
-            _project_out(emb, u, 1)
+    wte, wpe = _embeddings_without(rng, vocab, n_ctx, d_model, (r, r_common, w, c))
     wte += flag * torch.where(is_rare[:, None], f32(r), f32(r_common))
     wpe += massive * f32(c)
     tr.wte.weight.copy_(wte)   # tied to lm_head

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from harness.models.planted_head import _orthonormal_zero_mean, _project_out
+from harness.models.planted_head import (_embeddings_without, _orthonormal_zero_mean,
+                                         _project_out, _rare_mask)
 
 BOS = 0  # token 0 opens every row and is neither rare nor common
 
@@ -107,16 +108,11 @@ def planted_plateau_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2
     others = np.arange(1, vocab)
     rare = np.sort(rng.choice(others, n_rare, replace=False))
     common = np.setdiff1d(others, rare)
-    is_rare = torch.zeros(vocab, dtype=torch.bool)
-    is_rare[torch.as_tensor(rare)] = True
+    is_rare = _rare_mask(vocab, rare)
     f32 = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
 
     # embeddings: a random part without the special directions, plus the flag block
-    wte = f32(rng.normal(size=(vocab, d_model)))
-    wpe = f32(0.5 * rng.normal(size=(n_ctx, d_model)))
-    for emb in (wte, wpe):
-        for v in special:
-            _project_out(emb, v, 1)
+    wte, wpe = _embeddings_without(rng, vocab, n_ctx, d_model, special)
     s = f32(rng.uniform(*share, size=vocab)) * is_rare
     wte += flag * (s[:, None] * f32(r)[None, :] + torch.sqrt(1 - s * s)[:, None] * f32(pad))
     tr.wte.weight.copy_(wte)
