@@ -26,7 +26,7 @@ Preregistration (direction 'absent'; four verdicts, harness.verdicts; alpha = 0.
   - `--routing-rows` auto (default) | N. auto: on CPU 12 evaluation rows (8 with --quick) of
     models deeper than 12 layers, else 64 (32 with --quick); on CUDA every row of the
     evaluation set. Always capped at the evaluation rows (`--eval-rows` sets those); fewer than
-    all: the rows with the most rare positions (issue 22.5: SmolLM2's first 12 rows held 5).
+    all: the rows with the most rare positions (issue 22.5: SmolLM2's first 12 rows held 4).
   - `--routing-scope` comma list of `all-positions` (default) and `single-query`; each scope is
     its own test case (id suffix `-single-query`).
   The tiny fixtures' goldens (key `no-routing/<mode>`) hold for the default options only;
@@ -134,13 +134,6 @@ def _first(out):
     return None if out is None else out[0]
 
 
-def _row_ids(n_eval_rows: int, rows) -> np.ndarray:
-    """Ablated row ids: an array as given, an int n the first n rows."""
-    if np.isscalar(rows):
-        return np.arange(min(int(rows), n_eval_rows))
-    return np.asarray(rows, dtype=np.int64)
-
-
 def cross_fit_folds(n_eval_rows: int, rows, seed: int) -> np.ndarray:
     """Fold (0/1) of every evaluation row: a random half of the ablated rows (`rows`: ids, or
     an int n for the first n) and a random half of the others, so both halves are tested and
@@ -148,7 +141,7 @@ def cross_fit_folds(n_eval_rows: int, rows, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 19])
     fold = np.zeros(n_eval_rows, np.int64)
     ablated = np.zeros(n_eval_rows, bool)
-    ablated[_row_ids(n_eval_rows, rows)] = True
+    ablated[pipeline.row_ids(n_eval_rows, rows)] = True
     for ids in (np.flatnonzero(ablated), np.flatnonzero(~ablated)):
         perm = ids[rng.permutation(ids.size)]
         fold[perm[ids.size // 2:]] = 1
@@ -162,7 +155,7 @@ def routing_inputs(prep, rarity, mode: str, seed: int, rows,
     fold per position, plan)."""
     inf = prep.influence
     rare_all, common_all = prep.masks(rarity)
-    ids = _row_ids(len(prep.rows), rows)
+    ids = pipeline.row_ids(len(prep.rows), rows)
     ablated = np.zeros(len(prep.rows), bool)
     ablated[ids] = True
     fold_of_row = cross_fit_folds(len(prep.rows), ids, seed)

@@ -338,13 +338,21 @@ def reports_root() -> Path:
     return Path(__file__).resolve().parents[1] / "reports"
 
 
+def row_ids(n_eval_rows: int, rows: int | np.ndarray) -> np.ndarray:
+    """Row ids from either form the routing code takes: an array of ids as given, an int n
+    for the first n rows (capped at the evaluation set)."""
+    if np.isscalar(rows):
+        return np.arange(min(int(rows), n_eval_rows))
+    return np.asarray(rows, dtype=np.int64)
+
+
 def routing_rows(prep: Prepared, n_rows: int) -> np.ndarray:
     """The evaluation rows (ascending ids) whose positions claim 3 ablates: all of them when
     `n_rows` covers the evaluation set, else the `n_rows` rows holding the most positions rare
     under the evaluated cover (q = spec.cover_q, target or current; ties by row order).
 
-    Why not the first N rows: on SmolLM2's CPU default (12 of 320 rows) those held 5 rare
-    positions and claim 3 could not run (issue 22.5). The choice reads the input tokens only,
+    Why not the first N rows: on SmolLM2's CPU default (12 of 48 rows) those held 4 positions
+    rare at target q50, fewer than claim 3 needs (10); the chosen 12 hold 27 (issue 22.5). The choice reads the input tokens only,
     never an outcome, and one row set serves every rarity setting (one ablation per mode)."""
     n_eval = len(prep.rows)
     if n_rows >= n_eval:
@@ -368,13 +376,9 @@ def head_effects(prep: Prepared, mode: str, rows: int | np.ndarray, neurons: np.
     scope): where it fits in `max_bytes` the ablation records *all* final-layer neurons, so
     every rarity setting's plateau group and random groups reuse one set of forward passes.
     With a store root the effects are also cached on disk (and resume per row batch)."""
-    import dataclasses
-
     from harness.ablation.heads import head_ablation
 
-    n_eval = len(prep.rows)
-    ids = (np.arange(min(int(rows), n_eval)) if np.isscalar(rows)
-           else np.asarray(rows, dtype=np.int64))
+    ids = row_ids(len(prep.rows), rows)
     first_n = bool(np.array_equal(ids, np.arange(ids.size)))
     sel = np.isin(prep.influence.row, ids)
     keep = evaluated_grid(prep)
@@ -392,7 +396,7 @@ def head_effects(prep: Prepared, mode: str, rows: int | np.ndarray, neurons: np.
         store = ResultStore(prep.store_root) if prep.store_root else None
         abl = head_ablation(prep.facade, prep.rows[ids], keep[ids], mode=mode, scope=scope,
                             neurons=cols.tolist(), last_k_layers=last_k_layers, store=store)
-        prep.extras[key] = (dataclasses.replace(abl, row=ids[abl.row]), cols)
+        prep.extras[key] = (replace(abl, row=ids[abl.row]), cols)
     ablation, cols = prep.extras[key]
     where = {int(n): i for i, n in enumerate(cols)}
     return ablation, np.array([where[int(n)] for n in neurons], dtype=np.int64)

@@ -52,11 +52,11 @@ def _project_out(weight: torch.Tensor, direction: np.ndarray, dim: int) -> None:
         weight -= torch.outer(weight @ u, u)
 
 
-def _rare_mask(vocab: int, rare: np.ndarray) -> torch.Tensor:
-    """bool [vocab]: True at the rare token ids."""
-    is_rare = torch.zeros(vocab, dtype=torch.bool)
-    is_rare[torch.as_tensor(rare)] = True
-    return is_rare
+def _token_mask(vocab: int, ids: np.ndarray) -> torch.Tensor:
+    """bool [vocab]: True at the given token ids."""
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    mask[torch.as_tensor(ids)] = True
+    return mask
 
 
 def _embeddings_without(rng: np.random.Generator, vocab: int, n_ctx: int, d_model: int,
@@ -99,7 +99,7 @@ def planted_routing_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2
     tr = model.transformer
     r, r_common, w, c = _orthonormal_zero_mean(rng, d_model, 4)
     rare = np.sort(rng.choice(vocab, n_rare, replace=False))
-    is_rare = _rare_mask(vocab, rare)
+    is_rare = _token_mask(vocab, rare)
     f32 = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
 
     # embeddings: rare tokens carry flag * r, common ones flag * r_common (same norm, so

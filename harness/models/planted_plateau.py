@@ -32,7 +32,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from harness.models.planted_head import (_embeddings_without, _orthonormal_zero_mean,
-                                         _project_out, _rare_mask)
+                                         _project_out, _token_mask)
 
 BOS = 0  # token 0 opens every row and is neither rare nor common
 
@@ -108,7 +108,7 @@ def planted_plateau_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2
     others = np.arange(1, vocab)
     rare = np.sort(rng.choice(others, n_rare, replace=False))
     common = np.setdiff1d(others, rare)
-    is_rare = _rare_mask(vocab, rare)
+    is_rare = _token_mask(vocab, rare)
     f32 = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
 
     # embeddings: a random part without the special directions, plus the flag block
@@ -148,9 +148,7 @@ def planted_plateau_model(vocab: int = 512, d_model: int = 32, n_layers: int = 2
     w_u = f32(unembed * rng.normal(size=(vocab, d_model)))
     for v in special:
         _project_out(w_u, v, 1)
-    is_common = torch.zeros(vocab, dtype=torch.bool)
-    is_common[torch.as_tensor(common)] = True
-    w_u += is_common[:, None].float() * f32(u)[None, :]
+    w_u += _token_mask(vocab, common)[:, None].float() * f32(u)[None, :]
     model.lm_head.weight.copy_(w_u)
     return PlantedPlateau(model=model, rare_tokens=rare, common_tokens=common,
                           plateau=plateau, planted=planted, rare_rate=rare_rate)
