@@ -39,7 +39,9 @@ def results_file(tmp_path):
 def test_report_rerenders_into_another_dir(results_file, tmp_path, capsys):
     out = tmp_path / "elsewhere"
     assert cli.main(["report", str(results_file), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == f"report: {out / 'REPORT.md'}"
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed == [f"report (html): {out / 'REPORT.html'}", f"report: {out / 'REPORT.md'}"]
+    assert (out / "REPORT.html").stat().st_size > 0
     text = (out / "REPORT.md").read_text()
     assert "![curve](figures/t/curve.png)" in text and "0.7 [0.2, 1.2]" in text
     assert (out / "figures" / "t" / "curve.png").read_bytes().endswith(b"fake")

@@ -132,8 +132,9 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
 
 def register_report(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="re-render REPORT.md from a results.json",
-                              description="Re-render REPORT.md (and the summary figure) from a "
-                                          "results.json without recomputing anything.")
+                              description="Re-render REPORT.md, REPORT.html and the summary "
+                                          "figure from a results.json without recomputing "
+                                          "anything.")
     p.add_argument("results", help="path to a run's results.json")
     p.add_argument("--out", default=None,
                    help="output directory (default: the directory of results.json)")
@@ -202,6 +203,8 @@ def run_command(args: argparse.Namespace) -> int:
                             "--models)")
     report = out / run_id / "REPORT.md"
     if report.is_file():
+        if report.with_name("REPORT.html").is_file():
+            print(f"report (html): {report.with_name('REPORT.html')}")
         print(f"report: {report}")
     else:
         print("report: none written (no claim test ran)", file=sys.stderr)
@@ -291,6 +294,7 @@ def report_command(args: argparse.Namespace) -> int:
     except (AttributeError, TypeError, KeyError) as exc:  # a field validate() does not type
         raise BadInputError(f"results file {path} has a malformed record ({type(exc).__name__}"
                             f": {exc}); see docs/RESULTS_SCHEMA.md") from None
+    print(f"report (html): {report.with_name('REPORT.html')}")
     print(f"report: {report}")
     return 0
 

@@ -2,9 +2,10 @@
 
 Claim tests call the `record_claim` fixture with a `TestResult`; skips (e.g. missing weights)
 and errors of tests under `claims/` are picked up from pytest's own reports. At session end,
-if any claim test ran or was skipped, `reports/<run-id>/` gets REPORT.md, results.json
-(docs/RESULTS_SCHEMA.md) and the PNG figures. State lives in `config.stash`, so one pytest
-process (or a pytester run inside it) is one run; xdist is not required.
+if any claim test ran or was skipped, `reports/<run-id>/` gets REPORT.md, REPORT.html (the
+same, one self-contained file), results.json (docs/RESULTS_SCHEMA.md) and the PNG figures.
+State lives in `config.stash`, so one pytest process (or a pytester run inside it) is one
+run; xdist is not required.
 
 Two run options serve `rarebench run` (harness/report/cli.py), which passes both:
 - `--progress`: one line per claim case as it finishes (model, claim and variant, rarity,
@@ -172,6 +173,9 @@ class RunRecorder:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.report_path is not None:
             terminalreporter.write_sep("=", "rarebench report")
+            html = self.report_path.with_name("REPORT.html")
+            if html.is_file():
+                terminalreporter.write_line(f"report (html): {html}")
             terminalreporter.write_line(f"report: {self.report_path}")
 
     # -- writing ---------------------------------------------------------------------------

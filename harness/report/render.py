@@ -20,6 +20,7 @@ from tabulate import tabulate
 
 from harness.errors import BadInputError
 from harness.report.figures import forest_plot
+from harness.report.html import render_html
 from harness.report.schema import CLAIMS, claim_sort_key, validate
 from harness.stats.multiple import bh_fdr
 
@@ -114,7 +115,8 @@ PAPER_NUMBERS: dict[str, list[PaperNumber]] = {
 
 def render_report(results: dict[str, Any], out_dir: str | Path,
                   source_dir: str | Path | None = None) -> Path:
-    """Write out_dir/REPORT.md (and the summary forest plot); return the REPORT.md path.
+    """Write out_dir/REPORT.md (and the summary forest plot, and REPORT.html: the same report
+    as one self-contained file, harness.report.html); return the REPORT.md path.
 
     Figure paths in `results` are relative to the run directory; with `source_dir` (where the
     results.json lies) they are copied into out_dir when it differs.
@@ -144,6 +146,7 @@ def render_report(results: dict[str, Any], out_dir: str | Path,
     parts.append(_manifest_section(results.get("manifest") or {}))
     path = out_dir / "REPORT.md"
     path.write_text("\n\n".join(p.strip() for p in parts if p) + "\n", encoding="utf-8")
+    render_html(path)
     return path
 
 
