@@ -16,6 +16,7 @@ _COMMANDS = [
     ("harness.data.cli", "register"),
     ("harness.train.cli", "register"),
     ("harness.ablation.bench", "register"),
+    ("harness.emergence_cli", "register"),
 ]
 
 

@@ -39,7 +39,7 @@ from harness.analyses.communities import (leiden, leiden_edges, louvain_dense, m
 from harness.analyses.graphs import (batch_group_graphs, corr_from_cov, correlation_matrix,
                                      group_graph, knn_edges)
 from harness.errors import BadInputError
-from harness.stats.bootstrap import resample_weights
+from harness.stats.bootstrap import replicate_list, resample_weights, shared_bootstrap_seed
 from harness.stats.empirical import empirical_p, zscore
 from harness.stats.equivalence import Equivalence, tost
 from harness.stats.multiple import bh_fdr
@@ -680,14 +680,16 @@ def selection_null(delta: np.ndarray, pool: np.ndarray, n_pick: int, k: int, sig
 
 def contrast_bootstrap(xg: np.ndarray, u_rest: np.ndarray, row: np.ndarray, m: int,
                        n_boot: int, rng: np.random.Generator,
-                       weights: np.ndarray | None = None) -> np.ndarray:
+                       weights: np.ndarray | None = None, key: tuple[int, ...] = ()
+                       ) -> np.ndarray:
     """[n_boot] row-bootstrap replicates of the contrast of one group.
 
     xg [n, k]: the members' activations; u_rest [n]: sum over the other neurons of x_l / sd_l
     (their full-data SDs), so that sum_l r_il = cov(x_i, u_rest) / sd_i - exact at the full
     data, and in each replicate the others' SDs are held at their full-data values (an m x m
     correlation per replicate is not needed). weights [n_boot, n_rows]: given row
-    multiplicities instead of random ones (rows in sorted order)."""
+    multiplicities instead of random ones (rows in sorted order). key: passed to
+    resample_weights (tells the folds apart under the shared bootstrap)."""
     y = np.column_stack([xg, u_rest]).astype(np.float64)
     y -= y.mean(0)
     k = xg.shape[1]
@@ -699,7 +701,8 @@ def contrast_bootstrap(xg: np.ndarray, u_rest: np.ndarray, row: np.ndarray, m: i
         yr = y[inv == r]
         s2[r] = yr.T @ yr
     cnt = np.bincount(inv, minlength=rows.size).astype(np.float64)
-    w = resample_weights(rows.size, n_boot, rng) if weights is None else np.atleast_2d(weights)
+    w = (resample_weights(rows.size, n_boot, rng, key) if weights is None
+         else np.atleast_2d(weights))
     tot = w @ cnt
     mean = (w @ s1) / tot[:, None]
     cov = np.einsum("br,rij->bij", w, s2) / tot[:, None, None] - mean[:, :, None] * mean[:, None, :]
@@ -713,6 +716,11 @@ def contrast_bootstrap(xg: np.ndarray, u_rest: np.ndarray, row: np.ndarray, m: i
 
 def _pvalue(observed: float, null: np.ndarray) -> float:
     return empirical_p(observed, null, "greater")
+
+
+# resample_weights key of each cross-fit fold: the two test halves usually hold equally many
+# rows, and under the shared bootstrap equal sizes would otherwise get the same weights
+FOLD_KEYS = {"A->B": 0, "B->A": 1}
 
 
 @dataclass
@@ -772,10 +780,11 @@ def fold_statistics(fold: Fold, group: np.ndarray, *, view: CorrView | None = No
                                       rng, n_cand, pct=pct)
     match_c = view.contrast(matched)[0]
     u_rest = fold.u_all - fold.x[:, group] @ fold.inv_sd[group]
-    boot = contrast_bootstrap(xg, u_rest, fold.row, view.m, n_boot, rng)
+    boot = contrast_bootstrap(xg, u_rest, fold.row, view.m, n_boot, rng,
+                              key=(FOLD_KEYS.get(fold.name, len(FOLD_KEYS)),))
     out = {"contrast": c, "within": within, "between": between,
            "se": max(float(np.std(boot, ddof=1)), 1e-9), "balance": balance,
-           "n_test_rows": fold.n_test_rows}
+           "n_test_rows": fold.n_test_rows, "_boot": boot}
     for name, null in (("selection", sel_c), ("matched", match_c)):
         sd = float(np.std(null, ddof=1))
         out[name] = {"estimate": c - float(np.mean(null)), "p": _pvalue(c, null),
@@ -1170,11 +1179,27 @@ def crossfit_result(cf: CrossFit, own_power=None) -> TestResult:
         details["random_q"] = float(np.mean(q_rand["null_mean_by_fold"]))
     if own_power is not None:
         details["own_power"] = own_power.to_dict()
+    if shared_bootstrap_seed() is not None:  # paired across checkpoints (emergence)
+        details["effect_replicates"] = replicate_list(effect_replicates(cf))
+        details["effect_replicates_how"] = EFFECT_REPLICATES_HOW
     return TestResult(
         name="claim2_no_clustering", statistic=details["contrast"],
         p_value=float(max(r["p_max"] for r in cf.family)), effect=head["estimate"],
         ci_low=head["ci_low"], ci_high=head["ci_high"], verdict=cf.decision.verdict,
         effect_name=EFFECT_NAME, alpha=cf.alpha, details=details)
+
+
+def effect_replicates(cf: CrossFit) -> np.ndarray:
+    """[n_boot] bootstrap replicates of the headline effect (EFFECT_REPLICATES_HOW)."""
+    return np.mean([f["_boot"] - f["selection"]["null_mean"] for f in cf.per_fold], axis=0)
+
+
+EFFECT_REPLICATES_HOW = (
+    "replicate b = mean over the two cross-fit folds of (the group's contrast in fold f's "
+    "row-bootstrap replicate b - fold f's selection-null mean, held fixed): the draws whose "
+    "s.e. makes the CI (the reported CI is the union of the folds' normal intervals, not a "
+    "percentile of these). Each fold resamples its own test rows (stratified by half), with "
+    "its own key, so replicate b resamples the same rows at every checkpoint of one model")
 
 
 # the first version's z-TOST of Q / module_Q vs random groups: superseded by the verdict above

@@ -24,7 +24,8 @@ import numpy as np
 from harness.analyses.segmented import compare_segments, huber_three_piece, log_bin
 from harness.errors import BadInputError
 from harness.stats.accumulate import weighted_sums
-from harness.stats.bootstrap import grouped_sums, percentile_ci, resample_weights
+from harness.stats.bootstrap import (grouped_sums, percentile_ci, replicate_list,
+                                     resample_weights, shared_bootstrap_seed)
 from harness.stats.own_power import own_data_power
 from harness.stats.permutation import permutation_pvalue, stratified_permutations
 from harness.stats.precondition import LearnedPrecondition
@@ -728,7 +729,8 @@ def _evaluate(pool: _Pool, lab: _Labelled, rng: np.random.Generator, *, n_perm: 
     w_b_q = np.quantile(w_b, [0.025, 0.5, 0.975])
     fixed_b = fixed_b[np.isfinite(fixed_b)]
     out.update(
-        a=a, b=b, null=null, boot_width=w_b, draws=draws, lm_curves=lm_curves, reliability=rel,
+        a=a, b=b, null=null, boot_effect=eff_b, boot_width=w_b, draws=draws,
+        lm_curves=lm_curves, reliability=rel,
         scan={"width": width, "width_ci": [int(w_b_q[0]), int(w_b_q[2])], "max_width": pool.width,
               "ranks": pool.ranks, "lift": float(scan[width - 1]),
               "null_mean": float(null.mean[width - 1]), "null_sd": float(null.sd[width - 1]),
@@ -958,6 +960,12 @@ def dual_regimes_test(delta: np.ndarray, row: np.ndarray, rare: np.ndarray, comm
         fixed_window=ev["fixed_window"], loss_matched=ev["loss_matched"],
         reliability=ev["reliability"].to_dict(), rare_excess=float(exc[0]),
         common_excess=float(exc[1]), plateau_ranks=[1, width], upper=ev["upper"])
+    if shared_bootstrap_seed() is not None:  # paired across checkpoints (emergence)
+        details["effect_replicates"] = replicate_list(ev["boot_effect"])
+        details["effect_replicates_how"] = (
+            "the effect's row-bootstrap replicates behind its CI (rows of the evaluation set, "
+            "width re-estimated and bias-corrected per replicate), in the order of the "
+            "shared weight matrix")
     details["curves"] = {"rare": _plot_curve(a), "common": _plot_curve(b),
                          "size_matched": _plot_curve(size_curves[0]),
                          "loss_matched": _plot_curve(ev["lm_curves"][0])}

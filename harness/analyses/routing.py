@@ -85,7 +85,8 @@ import numpy as np
 from scipy import stats
 
 from harness.errors import BadInputError
-from harness.stats.bootstrap import grouped_sums, percentile_ci, resample_weights
+from harness.stats.bootstrap import (grouped_sums, percentile_ci, replicate_list,
+                                     resample_weights, shared_bootstrap_seed)
 from harness.stats.empirical import empirical_p
 from harness.stats.inequality import gini
 from harness.stats.multiple import bh_fdr
@@ -409,6 +410,7 @@ class HeadStats:
     m: dict                # fold -> the typical head's rare gain (plain median; 0 uncentred)
     k: dict                # fold -> k ('did')
     tost_p: np.ndarray     # [H] bootstrap TOST p against +-SESOI (1 where undefined)
+    boot: np.ndarray | None = None  # [n_boot, H] row-bootstrap replicates of s (full only)
 
 
 def head_stats(comp: Components, rs: Resampling, alpha: float, full: bool = True,
@@ -453,7 +455,8 @@ def head_stats(comp: Components, rs: Resampling, alpha: float, full: bool = True
     tost_p = np.where(np.isfinite(s) & ~few, tost_p, 1.0)
     return HeadStats(s, p, p_less, lo, hi, ci95, se, band, z,
                      {f: float(v[0]) for f, v in point.m_median.items()},
-                     {f: float(v[0]) for f, v in point.k.items()}, tost_p)
+                     {f: float(v[0]) for f, v in point.k.items()}, tost_p,
+                     boot if full else None)
 
 
 @dataclass(frozen=True)
@@ -650,6 +653,13 @@ class RoutingAnalysis:
                                                  self.fdr_q)
         if self.delta_loss is not None:
             details["loss_effect"] = _loss_effects(self.delta_loss, pairs)
+        if shared_bootstrap_seed() is not None and hs.boot is not None:  # emergence
+            details["effect_replicates"] = replicate_list(hs.boot[:, focus])
+            details["effect_replicates_how"] = (
+                f"row-bootstrap replicates of s_h of the focus head {list(heads[focus])} (the "
+                "head the effect reports; k and m recomputed per replicate; the draws whose "
+                "s.e. gives the CI), rows holding the analysed positions resampled in the "
+                "order of the shared weight matrix")
         decision = jd.decision
         details["decision"] = decision.to_dict()
         details["message"] = decision.reason

@@ -2,10 +2,29 @@
 
 Why rows: positions in one packed sequence share context, so resampling positions understates
 the variance. Every interval in rarebench resamples whole rows with replacement.
+
+Shared (paired) bootstrap across runs - `RAREBENCH_SHARED_BOOTSTRAP=<seed>` (issue 14.5).
+When the variable is set, `resample_weights(n_rows, n_boot, rng, key)` draws its weights from
+`np.random.default_rng([seed, n_rows, n_boot, *key])` instead of from `rng`. Two runs on the
+same evaluation rows - the checkpoints of one model: the rows are the same text at every
+step - then resample the *same rows* in replicate b, so a statistic computed across runs per
+replicate (harness.analyses.emergence: Spearman of the effect against the training step) is
+a paired row bootstrap. `rng` is still advanced exactly as without the switch (its draw is
+made and discarded), so every other random stream of an analysis - permutations, splits,
+matched draws - is unchanged: a run with the switch differs from a normal run only by the
+bootstrap draw (an interval moves by its own Monte-Carlo error). Read at call time, so it
+reaches the claim tests whether pytest runs in-process (harness.api.run_claims) or in a
+subprocess. With the switch, analyses also put the bootstrap replicates of their headline
+effect in `details['effect_replicates']` (results.json otherwise unchanged).
+Caveat: every call with the same (n_rows, n_boot, key) gets the same weights - also the
+replicates of own-data power, which then share one weight matrix: their power estimate
+stays unbiased (each replicate's rule sees a valid bootstrap) but its Monte-Carlo error is
+no longer that of independent replicates.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -51,12 +70,48 @@ def _sum_sorted(out: np.ndarray, v: np.ndarray, row: np.ndarray) -> None:
     out[r[starts]] = np.add.reduceat(vs, starts, axis=0, dtype=np.float64)
 
 
-def resample_weights(n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """[n_boot, n_rows] multiplicities of each row in each bootstrap replicate."""
+SHARED_BOOTSTRAP_ENV = "RAREBENCH_SHARED_BOOTSTRAP"
+
+
+def shared_bootstrap_seed() -> int | None:
+    """The seed of `RAREBENCH_SHARED_BOOTSTRAP` (module docstring), None when unset or empty."""
+    text = os.environ.get(SHARED_BOOTSTRAP_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise BadInputError(f"{SHARED_BOOTSTRAP_ENV}={text!r}: use a non-negative integer seed "
+                            "(or unset it)")
+    return seed
+
+
+def resample_weights(n_rows: int, n_boot: int, rng: np.random.Generator,
+                     key: tuple[int, ...] = ()) -> np.ndarray:
+    """[n_boot, n_rows] multiplicities of each row in each bootstrap replicate.
+
+    Drawn from `rng`; with `RAREBENCH_SHARED_BOOTSTRAP=<seed>` set, from
+    `default_rng([seed, n_rows, n_boot, *key])` instead (`rng` still advanced as usual; see
+    the module docstring): replicate b then resamples the same rows in every run on the same
+    rows. `key` (non-negative ints) tells apart two resamplings of equally many rows in one
+    analysis (e.g. the two cross-fit halves), which would otherwise get the same weights."""
     idx = rng.integers(0, n_rows, size=(n_boot, n_rows))
+    shared = shared_bootstrap_seed()
+    if shared is not None:
+        idx = np.random.default_rng([shared, int(n_rows), int(n_boot), *map(int, key)]
+                                    ).integers(0, n_rows, size=(n_boot, n_rows))
     w = np.zeros((n_boot, n_rows), dtype=np.float64)
     np.add.at(w, (np.repeat(np.arange(n_boot), n_rows), idx.ravel()), 1.0)
     return w
+
+
+def replicate_list(samples: np.ndarray) -> list[float | None]:
+    """Bootstrap replicates as a JSON-ready list (NaN/inf -> None), order kept: what the
+    analyses store in `details['effect_replicates']` under the shared bootstrap."""
+    return [float(x) if np.isfinite(x) else None
+            for x in np.asarray(samples, dtype=np.float64).ravel()]
 
 
 def bootstrap_mean_from_groups(sums: np.ndarray, counts: np.ndarray, n_boot: int,
