@@ -42,6 +42,7 @@ def model_marker(name: str) -> str:
 DEFAULT_CLAIM_MODELS = [
     "tiny-gpt2",
     "tiny-pythia",
+    "tiny-pythia-learned",
     "smollm2-135m",
     "gpt2-xl",
     "pythia-1b-deduped",

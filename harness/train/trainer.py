@@ -195,18 +195,33 @@ def corpus_file(corpus: str | Path) -> Path:
     return path
 
 
-def tokenize_corpus(texts: list[str], corpus_sha: str) -> list[np.ndarray]:
-    """GPT-2 ids of every document, cached by corpus sha256 (tokenizing ~12M tokens takes
-    minutes on a busy CPU; a resume or a second model should not pay it again)."""
-    from harness.data.tokenizer import gpt2_tokenizer
+def preset_tokenizer(name: str):
+    """The tokenizer a preset trains with, and a cache key for its token ids."""
+    if name == "gpt2":
+        from harness.data.tokenizer import gpt2_tokenizer
+
+        return gpt2_tokenizer(), "gpt2"
+    from transformers import AutoTokenizer
+
+    from harness.data.bpe import corpus_tokenizer_dir, tokenizer_sha256
+
+    path = corpus_tokenizer_dir(name)
+    return AutoTokenizer.from_pretrained(str(path)), f"{name}-{tokenizer_sha256(path)[:12]}"
+
+
+def tokenize_corpus(texts: list[str], corpus_sha: str, tokenizer: str = "gpt2"
+                    ) -> list[np.ndarray]:
+    """Token ids of every document, cached by corpus sha256 and tokenizer (tokenizing ~12M
+    tokens takes minutes on a busy CPU; a resume or a second model should not pay it again)."""
     from harness.train.init import cache_root
 
-    path = cache_root() / "tokens" / f"gpt2-{corpus_sha[:16]}.npz"
+    tok, key = preset_tokenizer(tokenizer)
+    path = cache_root() / "tokens" / f"{key}-{corpus_sha[:16]}.npz"
     if path.is_file():
         with np.load(path) as z:
             ids, lens = z["ids"], z["lens"]
     else:
-        docs = gpt2_tokenizer()(texts, add_special_tokens=False)["input_ids"]
+        docs = tok(texts, add_special_tokens=False)["input_ids"]
         lens = np.array([len(d) for d in docs], dtype=np.int64)
         ids = np.fromiter((i for d in docs for i in d), dtype=np.int32, count=int(lens.sum()))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +235,6 @@ def tokenize_corpus(texts: list[str], corpus_sha: str) -> list[np.ndarray]:
 
 def prepare_data(cfg: TrainConfig, n_ctx: int) -> TrainData:
     from harness.data.packing import pack_rows
-    from harness.data.tokenizer import gpt2_tokenizer
 
     path = corpus_file(cfg.corpus)
     raw = path.read_bytes()
@@ -231,9 +245,9 @@ def prepare_data(cfg: TrainConfig, n_ctx: int) -> TrainData:
         raise BadInputError(f"corpus {path} has {int((~held).sum())} training and "
                             f"{int(held.sum())} held-out documents; it needs both (about 1 in "
                             f"{cfg.heldout_mod} is held out)")
-    ids = tokenize_corpus(texts, sha)
-    tok = gpt2_tokenizer()
-    pack = dict(seq_len=n_ctx, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, seed=cfg.seed)
+    preset = get_preset(cfg.preset)
+    ids = tokenize_corpus(texts, sha, preset.tokenizer)
+    pack = dict(seq_len=n_ctx, bos_id=preset.eos_id, eos_id=preset.eos_id, seed=cfg.seed)
     train_rows = pack_rows([d for d, h in zip(ids, held) if not h], **pack)
     heldout_rows = pack_rows([d for d, h in zip(ids, held) if h], **pack)[:cfg.eval_rows]
     if len(train_rows) < cfg.batch_size or len(heldout_rows) == 0:
@@ -390,6 +404,8 @@ def _write_outputs(cfg: TrainConfig, data: TrainData, heldout_path: Path, counts
     meta = {"steps": [r.step for r in result.records], "final": cfg.steps, "stored": stored,
             "step0_sha256": result.records[0].sha256, "seed": cfg.seed, "preset": cfg.preset,
             "sha256": {str(r.step): r.sha256 for r in result.records},
+            "tokenizer": get_preset(cfg.preset).tokenizer,
+            "tokenizer_sha256": _tokenizer_sha(get_preset(cfg.preset).tokenizer),
             "torch": torch.__version__, "transformers": transformers.__version__}
     (out / "CHECKPOINTS.json").write_text(json.dumps(meta, indent=2) + "\n")
     FrequencyTable(counts, f"exact training-token counts of {cfg.preset}: every input token of "
@@ -405,6 +421,15 @@ def _write_outputs(cfg: TrainConfig, data: TrainData, heldout_path: Path, counts
     (out / "TRAINING.md").write_text(render_training_md(cfg, data, log))
 
 
+def _tokenizer_sha(name: str) -> str | None:
+    """A corpus BPE's vocabulary + merges sha256 (checked on load); None for GPT-2's BPE."""
+    if name == "gpt2":
+        return None
+    from harness.data.bpe import corpus_tokenizer_dir, tokenizer_sha256
+
+    return tokenizer_sha256(corpus_tokenizer_dir(name))
+
+
 def render_training_md(cfg: TrainConfig, data: TrainData, log: dict) -> str:
     preset = get_preset(cfg.preset)
     final = log["records"][-1]
@@ -413,8 +438,10 @@ def render_training_md(cfg: TrainConfig, data: TrainData, log: dict) -> str:
              "not edited.", "", "## Model", "",
              f"- preset `{preset.name}` ({preset.family}): d_model {preset.d_model}, "
              f"{preset.n_layers} layers, {preset.n_heads} heads, d_mlp {preset.d_mlp}, "
-             f"n_ctx {preset.n_ctx}, vocab {preset.vocab_size} (GPT-2 BPE), tied embeddings, "
-             "no dropout; stored as fp16 safetensors",
+             f"n_ctx {preset.n_ctx}, vocab {preset.vocab_size} ({preset.tokenizer_label}), "
+             f"{'tied' if preset.tied else 'untied'} embeddings, no dropout; stored as fp16 "
+             "safetensors" + ("" if preset.tokenizer == "gpt2" else
+                              f"; the checkpoints share fixtures/tokenizer/{preset.tokenizer}/"),
              f"- optimiser: AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay} on matrices), "
              f"lr {cfg.lr} with {cfg.warmup} warmup steps then cosine to "
              f"{cfg.lr * cfg.min_lr_frac:g}; grad-norm clip 1.0; fp32; batch "
@@ -434,7 +461,7 @@ def render_training_md(cfg: TrainConfig, data: TrainData, log: dict) -> str:
     lines += ["", f"- held-out rule: a document is held out (never trained on) iff "
               f"`int(sha1(text.encode('utf-8')).hexdigest(), 16) % {cfg.heldout_mod} == 0`",
               f"- eval tokens: the first {len(data.heldout_rows)} rows of `pack_rows(held-out docs, "
-              f"seq_len={preset.n_ctx}, bos=eos=50256, seed={cfg.seed})`, saved as "
+              f"seq_len={preset.n_ctx}, bos=eos={preset.eos_id}, seed={cfg.seed})`, saved as "
               f"`{log['heldout_file']}` (int32, sha256 `{log['heldout_sha256'][:16]}...`); "
               f"loss = mean CE over all {len(data.heldout_rows) * (preset.n_ctx - 1)} targets",
               "", "## Command", "", "```", log["command"], "```", "",
