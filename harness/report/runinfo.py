@@ -26,14 +26,14 @@ RARITY_WHICH = ("target", "current")
 # far. A claim-3 case includes the head ablation of its mode.
 CASE_SECONDS: dict[tuple[str, str], float] = {
     ("tiny-gpt2", "dual-regimes"): 12.0, ("tiny-pythia", "dual-regimes"): 20.0,
-    ("smollm2-135m", "dual-regimes"): 9.0,
+    ("smollm2-135m", "dual-regimes"): 9.0, ("tiny-pythia-learned", "dual-regimes"): 11.0,
     ("tiny-gpt2", "no-clustering"): 24.0, ("tiny-pythia", "no-clustering"): 22.0,
-    ("smollm2-135m", "no-clustering"): 140.0,
+    ("smollm2-135m", "no-clustering"): 140.0, ("tiny-pythia-learned", "no-clustering"): 6.0,
     ("tiny-gpt2", "no-routing"): 85.0, ("tiny-pythia", "no-routing"): 85.0,
-    ("smollm2-135m", "no-routing"): 280.0,
+    ("smollm2-135m", "no-routing"): 280.0, ("tiny-pythia-learned", "no-routing"): 16.0,
 }
 PREPARE_SECONDS: dict[str, float] = {"tiny-gpt2": 273.0, "tiny-pythia": 223.0,
-                                     "smollm2-135m": 890.0}
+                                     "tiny-pythia-learned": 33.0, "smollm2-135m": 890.0}
 
 
 def utc_now() -> str:
