@@ -275,12 +275,16 @@ def write_outputs(summary: dict, out_dir: Path) -> dict[str, str]:
     from harness.report.schema import to_jsonable
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for key in ("claims_report", "claims_results"):  # links that survive moving the folder
+        if summary.get(key) and Path(summary[key]).is_absolute():
+            summary = {**summary, key: os.path.relpath(summary[key], out_dir)}
     fig = plot_emergence(summary, out_dir / FIGURE) if summary["series"] else None
     paths = {"json": str(out_dir / "emergence.json"), "figure": str(fig) if fig else None,
              "markdown": str(out_dir / "EMERGENCE.md")}
     Path(paths["markdown"]).write_text(markdown(summary, fig), encoding="utf-8")
     paths["report_html"] = str(render_html(paths["markdown"], out_dir / "REPORT.html"))
-    Path(paths["json"]).write_text(json.dumps(to_jsonable({**summary, "paths": paths}),
+    relative = {k: os.path.relpath(v, out_dir) if v else None for k, v in paths.items()}
+    Path(paths["json"]).write_text(json.dumps(to_jsonable({**summary, "paths": relative}),
                                               indent=1) + "\n", encoding="utf-8")
     return paths
 
@@ -308,8 +312,10 @@ def markdown(summary: dict, figure: Path | None) -> str:
              f"checkpoint (`RAREBENCH_SHARED_BOOTSTRAP={summary.get('shared_bootstrap_seed')}`"
              "). Trend: " + summary["trend_method"] + ".", ""]
     if summary.get("claims_report"):
-        lines += [f"Per-checkpoint claim report: `{summary['claims_report']}` (results: "
-                  f"`{summary.get('claims_results')}`).", ""]
+        lines += [f"Per-checkpoint claim report: [{summary['claims_report']}]"
+                  f"({summary['claims_report']}) (results: [{summary.get('claims_results')}]"
+                  f"({summary.get('claims_results')}); `rarebench report` on it re-renders the "
+                  "report).", ""]
     lines += ["## Trends", "",
               "| claim | Spearman rho vs log step | 95% CI (paired row bootstrap) | p | "
               "order p | checkpoints | trend |", "|---|---|---|---|---|---|---|"]

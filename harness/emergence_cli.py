@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "table per checkpoint, the trend per claim and a figure.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
-                   help="a model with checkpoints: tiny-gpt2, tiny-pythia, pythia-*-deduped "
+                   help="a model with checkpoints: tiny-pythia-learned, tiny-gpt2, tiny-pythia, "
+                        "pythia-*-deduped "
                         "(hub steps in the HF cache), or a local dir with CHECKPOINTS.json")
     p.add_argument("--steps", default=None,
                    help="comma list of training steps (default: every checkpoint the model "
