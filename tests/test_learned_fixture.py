@@ -167,3 +167,25 @@ def test_swapped_rare_common_masks_break_a_claim_golden(prep, monkeypatch):
     compute = dict(module.ci_cases(fresh, rarity, CI_SEED))["dual-regimes"]
     diffs = goldens.mismatches(compute(fresh), golden, module.PINNED)
     assert diffs, "swapped masks left every pinned number of claim 1 in tolerance"
+
+
+@pytest.mark.tiny
+def test_training_record_reproduces_from_the_committed_weights():
+    """TRAINING.md's final held-out loss and unigram baseline, recomputed from the committed
+    fp16 weights, held-out token ids and exact training counts."""
+    from harness.data.frequency import FrequencyTable
+    from harness.train.init import checkpoint_dir
+    from harness.train.trainer import heldout_loss_of_dir, unigram_loss
+
+    meta = _meta()
+    log = json.loads((ROOT / "train_log.json").read_text())
+    rows = np.load(ROOT / "heldout_tokens.npy").astype(np.int64)
+    assert rows.shape == (64, 256) and (rows[:, 0] == 0).all()  # BOS = <|endoftext|> = 0
+    final = heldout_loss_of_dir(checkpoint_dir(ROOT), rows)
+    recorded = next(r for r in log["records"] if r["step"] == meta["final"])["heldout_loss"]
+    assert final == pytest.approx(recorded, abs=1e-3)
+    table = FrequencyTable.load(ROOT / "train_counts")
+    assert table.vocab_size == 4096 and table.total == meta["final"] * 16 * 256
+    unigram = unigram_loss(table.counts, rows[:, 1:])
+    assert unigram == pytest.approx(log["unigram_loss"], abs=1e-9)
+    assert final < unigram - 2.0 < math.log(4096)
