@@ -53,7 +53,8 @@ DEFAULT_CLAIM_MODELS = [
 def pytest_addoption(parser):
     group = parser.getgroup("rarebench")
     group.addoption("--models", default=",".join(DEFAULT_CLAIM_MODELS),
-                    help="comma-separated model names (registry names or local HF dirs)")
+                    help="comma-separated model names (registry names or local HF dirs) or "
+                         "presets: fixtures, real (pretrained models whose weights are here), all")
     group.addoption("--seeds", default="0", help="comma-separated row-sampling seeds")
     group.addoption("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     group.addoption("--cache-dir", default=None,
@@ -131,7 +132,9 @@ def _split(value: str) -> list[str]:
 def pytest_generate_tests(metafunc):
     """Parametrise every test that asks for `model_name` / `seed` from the command line."""
     if "model_name" in metafunc.fixturenames:
-        names = _split(metafunc.config.getoption("--models"))
+        from harness.models.registry import expand_presets
+
+        names = expand_presets(_split(metafunc.config.getoption("--models")))
         # every model but the committed tiny fixtures takes minutes on CPU: also `slow`, so CI
         # (-m "not slow") runs the claims on the fixtures and `rarebench run` on the rest too
         params = [pytest.param(n, id=n, marks=[getattr(pytest.mark, model_marker(n))]

@@ -182,3 +182,38 @@ def test_local_directory_by_path(checkpointed):
     torch.testing.assert_close(facade.forward_final(tokens).logits, reference, atol=1e-10, rtol=0)
     with pytest.raises(BadInputError, match="no CHECKPOINTS.json"):
         resolve(str(checkpointed / "step50"), step=50)
+
+
+def test_model_presets_expand_in_order_without_repeats(monkeypatch):
+    from harness.models import registry
+
+    monkeypatch.setattr(registry, "available_real_models", lambda: ["smollm2-135m"])
+    fixtures = ["tiny-gpt2", "tiny-pythia", "tiny-pythia-learned"]
+    assert registry.expand_presets(["fixtures"]) == fixtures
+    assert registry.expand_presets(["real"]) == ["smollm2-135m"]
+    assert registry.expand_presets(["all"]) == fixtures + ["smollm2-135m"]
+    assert registry.expand_presets(["gpt2-xl", "fixtures", "tiny-gpt2"]) == (
+        ["gpt2-xl"] + fixtures + ["tiny-gpt2"])  # an explicit repeat stays, for the caller
+    assert registry.expand_presets(["tiny-gpt2", "all"]) == fixtures + ["smollm2-135m"]
+
+
+def test_real_preset_lists_only_models_whose_weights_are_here(monkeypatch):
+    from harness.errors import BadInputError
+    from harness.models import registry
+
+    here = {"smollm2-135m", "gpt2-xl"}
+    monkeypatch.setattr(registry, "availability", lambda spec: (spec.name in here, ""))
+    assert registry.available_real_models() == ["gpt2-xl", "smollm2-135m"]
+    here.clear()
+    assert registry.expand_presets(["fixtures"])[0] == "tiny-gpt2"
+    with pytest.raises(BadInputError, match="no pretrained model's weights"):
+        registry.expand_presets(["real"])
+
+
+def test_rarebench_run_takes_a_preset_and_rejects_an_empty_real(monkeypatch, capsys):
+    from harness import cli
+    from harness.models import registry
+
+    monkeypatch.setattr(registry, "available_real_models", lambda: [])
+    assert cli.main(["run", "--models", "real"]) == 2
+    assert "no pretrained model's weights" in capsys.readouterr().err

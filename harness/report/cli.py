@@ -81,8 +81,9 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None,
                    help="comma-separated model names (registry names, name@stepN, local HF "
-                        "dirs); default: " + ", ".join(OFFLINE_MODELS) + f", {SMOLLM2[0]} "
-                        "when installed")
+                        "dirs) or presets: fixtures (the committed models), real (every "
+                        "pretrained model whose weights are here), all; default: "
+                        + ", ".join(OFFLINE_MODELS) + f", {SMOLLM2[0]} when installed")
     p.add_argument("--seeds", default="0", help="comma-separated row-sampling seeds (default 0)")
     p.add_argument("--rarity-which", default=RUN_RARITY_WHICH,
                    help="whose rarity defines rare positions: target, current, or both "
@@ -153,7 +154,10 @@ def run_command(args: argparse.Namespace) -> int:
                                   parse_power_reps, parse_routing_modes,
                                   parse_routing_rows, parse_routing_scopes)
 
-    models = _split(args.models) if args.models is not None else default_models()
+    from harness.models.registry import expand_presets
+
+    models = (expand_presets(_split(args.models)) if args.models is not None
+              else default_models())
     if not models:
         raise BadInputError("--models is empty; give at least one model name")
     if len(set(models)) < len(models):
