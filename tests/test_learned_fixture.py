@@ -106,6 +106,17 @@ def test_every_checkpoint_loads_with_the_shared_tokenizer(step):
     assert facade.bos_token_id == 0
 
 
+def test_a_tokenizer_that_differs_from_its_recorded_sha_is_refused(tmp_path):
+    from harness.errors import BadInputError
+    from harness.train.init import checkpoint_tokenizer_dir
+
+    meta = _meta()
+    assert checkpoint_tokenizer_dir(ROOT) == corpus_tokenizer_dir(meta["tokenizer"])
+    (tmp_path / "CHECKPOINTS.json").write_text(json.dumps({**meta, "tokenizer_sha256": "0" * 64}))
+    with pytest.raises(BadInputError, match="does not match the sha256"):
+        checkpoint_tokenizer_dir(tmp_path)
+
+
 @pytest.mark.tiny
 def test_fixtures_stay_within_the_size_budget():
     size = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())

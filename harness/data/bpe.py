@@ -77,3 +77,13 @@ def corpus_tokenizer_dir(name: str) -> Path:
                             f"or train it: rarebench corpus bpe --corpus CORPUS --vocab-size N "
                             f"--out {path}")
     return path
+
+
+def tokenizer_dir(name: str) -> Path:
+    """A named tokenizer's directory: 'gpt2' (built once from the committed GPT-2 BPE files,
+    harness.data.tokenizer) or a committed corpus BPE (`corpus_tokenizer_dir`)."""
+    if name == "gpt2":
+        from harness.data.tokenizer import gpt2_tokenizer_dir
+
+        return gpt2_tokenizer_dir()
+    return corpus_tokenizer_dir(name)

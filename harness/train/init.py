@@ -108,15 +108,17 @@ def checkpoint_dir(model_dir: Path, step: int | None = None) -> Path:
 
 def checkpoint_tokenizer_dir(model_dir: Path) -> Path | None:
     """The tokenizer dir shared by every checkpoint of a trained-model dir: the one its
-    CHECKPOINTS.json names ("gpt2" when it names none); None for a dir without the file."""
+    CHECKPOINTS.json names ("gpt2" when it names none), checked against the recorded
+    `tokenizer_sha256` when there is one; None for a dir without the file."""
+    from harness.data.bpe import tokenizer_dir, tokenizer_sha256
+
     path = Path(model_dir) / "CHECKPOINTS.json"
     if not path.is_file():
         return None
-    name = json.loads(path.read_text()).get("tokenizer", "gpt2")
-    if name == "gpt2":
-        from harness.data.tokenizer import gpt2_tokenizer_dir
-
-        return gpt2_tokenizer_dir()
-    from harness.data.bpe import corpus_tokenizer_dir
-
-    return corpus_tokenizer_dir(name)
+    meta = json.loads(path.read_text())
+    tok_dir = tokenizer_dir(meta.get("tokenizer", "gpt2"))
+    want = meta.get("tokenizer_sha256")
+    if want and tokenizer_sha256(tok_dir) != want:
+        raise BadInputError(f"the tokenizer in {tok_dir} does not match the sha256 recorded in "
+                            f"{path} (edited or retrained); restore it from git")
+    return tok_dir

@@ -197,16 +197,13 @@ def corpus_file(corpus: str | Path) -> Path:
 
 def preset_tokenizer(name: str):
     """The tokenizer a preset trains with, and a cache key for its token ids."""
-    if name == "gpt2":
-        from harness.data.tokenizer import gpt2_tokenizer
-
-        return gpt2_tokenizer(), "gpt2"
     from transformers import AutoTokenizer
 
-    from harness.data.bpe import corpus_tokenizer_dir, tokenizer_sha256
+    from harness.data.bpe import tokenizer_dir
 
-    path = corpus_tokenizer_dir(name)
-    return AutoTokenizer.from_pretrained(str(path)), f"{name}-{tokenizer_sha256(path)[:12]}"
+    path = tokenizer_dir(name)
+    key = "gpt2" if name == "gpt2" else f"{name}-{_tokenizer_sha(name)[:12]}"
+    return AutoTokenizer.from_pretrained(str(path)), key
 
 
 def tokenize_corpus(texts: list[str], corpus_sha: str, tokenizer: str = "gpt2"
@@ -422,12 +419,11 @@ def _write_outputs(cfg: TrainConfig, data: TrainData, heldout_path: Path, counts
 
 
 def _tokenizer_sha(name: str) -> str | None:
-    """A corpus BPE's vocabulary + merges sha256 (checked on load); None for GPT-2's BPE."""
-    if name == "gpt2":
-        return None
-    from harness.data.bpe import corpus_tokenizer_dir, tokenizer_sha256
+    """A corpus BPE's vocabulary + merges sha256 (checked on load by
+    init.checkpoint_tokenizer_dir); None for GPT-2's BPE."""
+    from harness.data.bpe import tokenizer_dir, tokenizer_sha256
 
-    return tokenizer_sha256(corpus_tokenizer_dir(name))
+    return None if name == "gpt2" else tokenizer_sha256(tokenizer_dir(name))
 
 
 def render_training_md(cfg: TrainConfig, data: TrainData, log: dict) -> str:
