@@ -101,9 +101,9 @@ def listed_steps(model: str) -> tuple[tuple[int, ...] | None, str]:
 def resolve_steps(model: str, steps: str | Sequence[int] | None = None) -> list[int]:
     """The checkpoints to run: `steps` checked against the model's, or all listed ones.
     At least 3 (a trend needs them); every one must have its weights here."""
-    from harness.models.registry import availability, pythia_steps, resolve
+    from harness.models.registry import availability, resolve
 
-    listed, source = listed_steps(model)
+    listed, _ = listed_steps(model)
     chosen = parse_steps(steps)
     if chosen is None:
         if listed is None:
@@ -111,13 +111,8 @@ def resolve_steps(model: str, steps: str | Sequence[int] | None = None) -> list[
                                 "--steps 0,1,4,16,64,256,512,1000,8000,143000); each must be "
                                 "in the HF cache")
         chosen = list(listed)
-    valid = listed if listed is not None else pythia_steps()
-    bad = [s for s in chosen if s not in valid]
-    if bad:
-        near = {s: sorted(sorted(valid, key=lambda v: abs(v - s))[:3]) for s in bad}
-        raise BadInputError(f"{model} has no checkpoint step {', '.join(map(str, bad))} "
-                            f"(nearest: {'; '.join(f'{s}: {n}' for s, n in near.items())}; "
-                            f"from {source})")
+    for s in chosen:  # the registry's own step check: one clear line naming the nearest
+        resolve(model, step=s)
     if len(chosen) < 3:
         raise BadInputError(f"--steps {','.join(map(str, chosen))}: a trend needs at least 3 "
                             "checkpoints")
