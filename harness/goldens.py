@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.goldens", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="tiny-gpt2,tiny-pythia,tiny-pythia-learned")
+    ap.add_argument("--claims", default=None,
+                    help="comma list of claim keys to regenerate (default: every claim); the "
+                         "others' goldens are left as they are")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"noise variants (default {','.join(VARIANTS)}; also "
                          f"{','.join(KERNEL_VARIANTS)})")
@@ -242,7 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(variants) - set(VARIANTS) - set(KERNEL_VARIANTS)
     if unknown or not variants:
         ap.error(f"--variants: unknown {sorted(unknown)}")
-    generate(lambda: ci_golden_cases(models), root, variants=variants)
+    only = None if args.claims is None else {c.strip() for c in args.claims.split(",") if c.strip()}
+    if only is not None:
+        from harness.claimset import load_claims
+        if bad := only - set(load_claims()) or (None if only else {"(none)"}):
+            ap.error(f"--claims: unknown {sorted(bad)}; known: {', '.join(load_claims())}")
+
+    def cases():
+        for case in ci_golden_cases(models):
+            if only is None or case[0].relative_to(root).parts[0] in only:
+                yield case
+
+    generate(cases, root, variants=variants)
     return 0
 
 

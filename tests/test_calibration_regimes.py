@@ -16,15 +16,11 @@ from harness.stats.calibration import agrees
 COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "calibration" / "claim1.json"
 
 
-# Measured shortfalls of the committed calibration, named so that they are never hidden: the
-# narrowest planted plateau (5 neurons) in wide layers. The loss-matched control compares the
-# ~96 rare positions with as many matched partners (not all commons), so its lower bound
-# ('beyond_difficulty') is often <= 0 when the plateau is 5 of 768-3,200 neurons per sign;
-# power >= 0.8 holds for widths 10-60 in every layer and 5-60 at m = 512. Issue 13.3 stays open
-# for these two rows; the test fails if another row fails, and if one of these starts passing
-# (then drop it from this set).
-KNOWN_SHORTFALLS = {("supported", "m=1536 lift k=5 effect=ln2"),
-                    ("supported", "m=6400 lift k=5 effect=ln2")}
+# Measured shortfalls of the committed calibration, named so that they are never hidden (the
+# test fails if another row fails, and if one of these starts passing: then drop it). Empty
+# since the loss-matched control chooses its width symmetrically without halving a rarity-only
+# plateau (5 planted neurons at m = 1,536 and 6,400 had power 0.68 and 0.40 before).
+KNOWN_SHORTFALLS: set[tuple[str, str]] = set()
 
 
 def test_committed_calibration_meets_its_targets():

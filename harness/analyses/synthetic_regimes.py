@@ -182,7 +182,7 @@ def plan(kind: str = "full") -> list[dict]:
                 f"m={m} lift k={k} effect={doc}", "power", "supported",
                 {"m": m, "k": k, "effect": DOC_EFFECT, "mode": "lift"}, n_power[m],
                 8 if m > 512 else 10, 0.8,
-                ci=(m, k) in ((512, 5), (512, 30), (512, 60), (1536, 20)))
+                ci=(m, k) in ((512, 5), (512, 30), (512, 60), (1536, 5), (1536, 20)))
     m = 512
     confounded = (
         ("difficulty plateau", {"k": 20, "effect": DOC_EFFECT, "mode": "lift-difficulty"}),
@@ -378,12 +378,17 @@ paper's fixed window keeps its power (the fixed-window lift had power 0.18 at 15
 planted neurons). 'supported' also needs a reproducible top set and the loss-matched control:
 each rare position paired with the unused common position nearest in loss (no repeats), the
 pairs balanced (|SMD| <= 0.25), and the rare curve lifting above its partners' at the
-estimated width. The balance gate costs some power where hard common positions are scarce
-(here about 6% of common positions are harder than 8 nats, the mean rare loss), and the
-control costs power for the narrowest plateaus in wide layers: it compares the ~96 rare
-positions with as many matched partners rather than with every common position, so for 5
-planted neurons among 768-3,200 per sign its lower bound often stays <= 0 (see the 'NO' rows:
-these are the known shortfalls of issue 13.3; widths 10-60 reach 0.8 in every layer). What the
+width chosen, in every bootstrap replicate again, as the argmax of the larger of the rare and
+the matched curve's standardised lift over the common curve (symmetric in rare and matched,
+so it favours neither; the mean of the two curves halved a rarity-only plateau's signal and,
+for 5 planted neurons among 3,200 per sign, chose widths of 40-100 where the lift is ~0:
+power 0.68 at m = 1,536 and 0.40 at m = 6,400 before; choosing on the rare curve alone let
+the difficulty plateau through in 6% of 200 development runs). The price is paid at the
+SESOI (sensitivity rows): a wide plateau lifted by only ln 1.2 now competes with the larger
+of two noisy curves for the width (power 0.07 and 0.10 at 30 and 60 neurons, m = 1,536; 0.17
+and 0.47 before), while ln 1.5 at 5 neurons rose from 0.23 to 1.00. The balance gate costs some
+power where hard common positions are scarce (here about 6% of common positions are harder
+than 8 nats, the mean rare loss). What the
 matching prevents (development runs on the 'difficulty plateau' case, 100-200 replicates):
 quantile-bin matching let the plateau of difficulty through in 9% of runs, nearest-neighbour
 matching that repeats scarce hard partners (a noisier matched curve blurs the plateau's
