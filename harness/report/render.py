@@ -21,7 +21,7 @@ from tabulate import tabulate
 from harness.errors import BadInputError
 from harness.report.figures import forest_plot
 from harness.report.html import render_html
-from harness.report.schema import CLAIMS, claim_sort_key, validate
+from harness.report.schema import claim_sort_key, registered_claims, validate
 from harness.stats.multiple import bh_fdr
 
 SUMMARY_FIGURE = "effects_forest.png"
@@ -308,8 +308,8 @@ def _summary_section(records: list[dict], q: dict, png: Path | None, skipped: li
 def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str:
     mine = [r for r in records if r["claim"] == key]
     parts = [f"## {_claim_title(key)}"]
-    if key in CLAIM_TEXT:
-        parts.append(f"*Claim:* {CLAIM_TEXT[key]}")
+    if text := _claim_text(key):
+        parts.append(f"*Claim:* {text}")
     if mine:
         rows = [(r["model"], _num(r.get("seed")), _rarity(r.get("settings") or {}),
                  _variant(r.get("settings") or {}),
@@ -326,7 +326,7 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
                               tablefmt="github", disable_numparse=True))
         parts.append(_figures_block(mine))
         parts.append(_settings_block(mine))
-    if key in PAPER_NUMBERS:
+    if _paper_numbers(key):
         parts.append(_paper_block(key, mine))
     parts.append(_caveats_block(mine))
     parts.append(_skips_block([e for e in results["skipped"] if e["claim"] == key],
@@ -358,7 +358,7 @@ def _settings_block(records: list[dict]) -> str:
 
 def _paper_block(key: str, records: list[dict]) -> str:
     rows = []
-    for n in PAPER_NUMBERS[key]:
+    for n in _paper_numbers(key):
         ours = []
         if n.details_key or n.extract:
             for r in records:
@@ -430,10 +430,36 @@ def _sortable(x: Any) -> tuple:
 
 
 def _claim_title(key: str) -> str:
-    if key in CLAIMS:
-        number, title = CLAIMS[key]
+    known = registered_claims()
+    if key in known:
+        number, title = known[key]
         return f"Claim {number}: {title}"
     return f"Claim {key}"
+
+
+def _claim_module(key: str):
+    try:
+        from harness.claimset import load_claims
+        return load_claims().get(key)
+    except Exception:  # noqa: BLE001 - no claims/ directory: the static texts only
+        return None
+
+
+def _claim_text(key: str) -> str | None:
+    """The claim as stated: the static text of the original three, else its ClaimSpec."""
+    if key in CLAIM_TEXT:
+        return CLAIM_TEXT[key]
+    spec = getattr(_claim_module(key), "SPEC", None)
+    return None if spec is None else spec.hypothesis
+
+
+def _paper_numbers(key: str) -> list[PaperNumber]:
+    """The papers' numbers beside ours: the static table of the original three, else the
+    claim file's PAPER_NUMBERS_ROWS (quantity, model, value, source, details key)."""
+    if key in PAPER_NUMBERS:
+        return PAPER_NUMBERS[key]
+    rows = getattr(_claim_module(key), "PAPER_NUMBERS_ROWS", ())
+    return [PaperNumber(*r) for r in rows]
 
 
 def _who(r: dict) -> str:

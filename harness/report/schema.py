@@ -39,11 +39,27 @@ def claim_key(name: str) -> str:
     for canonical, pattern in _CLAIM_PATTERNS:
         if pattern.search(key):
             return canonical
+    if m := re.fullmatch(r"(?:claim-?)?(\d+)", key):  # a later claim by its number
+        by_number = {n: k for k, (n, _) in registered_claims().items()}
+        return by_number.get(int(m.group(1)), key)
     return key
 
 
+def registered_claims() -> dict[str, tuple[int, str]]:
+    """{key: (number, title)}: the three original claims, then every claim file's ClaimSpec
+    (harness.claimset), so a new claim file reaches the report without an entry here. Without
+    a claims/ directory (a results file read elsewhere) only the original three."""
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        from harness.claimset import specs
+        out.update({k: (s.number, s.title) for k, s in specs().items()})
+    except Exception:  # noqa: BLE001 - no checkout, or a claim file that does not import
+        pass
+    return {**out, **CLAIMS}  # the original three keep the titles their reports used
+
+
 def claim_sort_key(key: str) -> tuple[int, str]:
-    return (CLAIMS.get(key, (99, key))[0], key)
+    return (registered_claims().get(key, (99, key))[0], key)
 
 
 def to_jsonable(obj: Any) -> Any:
