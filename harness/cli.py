@@ -17,6 +17,7 @@ _COMMANDS = [
     ("harness.train.cli", "register"),
     ("harness.ablation.bench", "register"),
     ("harness.emergence_cli", "register"),
+    ("harness.sweep_cli", "register"),
 ]
 
 
