@@ -31,6 +31,8 @@ CASE_SECONDS: dict[tuple[str, str], float] = {
     ("smollm2-135m", "no-clustering"): 140.0, ("tiny-pythia-learned", "no-clustering"): 6.0,
     ("tiny-gpt2", "no-routing"): 85.0, ("tiny-pythia", "no-routing"): 85.0,
     ("smollm2-135m", "no-routing"): 280.0, ("tiny-pythia-learned", "no-routing"): 16.0,
+    ("tiny-gpt2", "coordination"): 7.5, ("tiny-pythia", "coordination"): 7.0,
+    ("smollm2-135m", "coordination"): 57.0, ("tiny-pythia-learned", "coordination"): 3.4,
 }
 PREPARE_SECONDS: dict[str, float] = {"tiny-gpt2": 273.0, "tiny-pythia": 223.0,
                                      "tiny-pythia-learned": 33.0, "smollm2-135m": 890.0}
