@@ -832,19 +832,27 @@ def combine_folds(per_fold: list[dict], sesoi: float, alpha: float) -> list[dict
     return rows
 
 
-def decide_family(family: list[dict], per_fold: list[dict], sesoi: float, alpha: float):
-    """decide_absent on the verdict family (FAMILY_TEXT) with the validity gates."""
-    from harness.verdicts import Gate, decide_absent
+def crossfit_validity(per_fold: list[dict]) -> tuple:
+    """The validity gates of a cross-fitted group test (claims 2 and 4): the matched null's
+    balance (folds that drew matched groups) and enough test rows for a row bootstrap."""
+    from harness.verdicts import Gate
 
-    smd = max(f["balance"]["max_abs_smd"] for f in per_fold)
+    smd = max((f["balance"]["max_abs_smd"] for f in per_fold if "balance" in f), default=0.0)
     rows_min = min(f["n_test_rows"] for f in per_fold)
-    validity = (
+    return (
         Gate("matched_balance", bool(smd <= MAX_SMD), smd, MAX_SMD,
              f"matched random groups are unbalanced (max |SMD| {smd:.2f} > {MAX_SMD:g}): the "
              "matched null is no control"),
         Gate("test_rows", bool(rows_min >= MIN_TEST_ROWS), float(rows_min), float(MIN_TEST_ROWS),
              f"only {rows_min} rows with rare positions in a test half (need "
              f">= {MIN_TEST_ROWS} for a row bootstrap)"))
+
+
+def decide_family(family: list[dict], per_fold: list[dict], sesoi: float, alpha: float):
+    """decide_absent on the verdict family (FAMILY_TEXT) with the validity gates."""
+    from harness.verdicts import decide_absent
+
+    validity = crossfit_validity(per_fold)
     return decide_absent(
         equivalent=all(r["non_superior"] for r in family),
         significant=all(r["significant"] for r in family),

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from harness.analyses.clustering import (FOLD_KEYS, MAX_SMD, MIN_TEST_ROWS, N_CANDIDATES,
-                                         CorrView, CrossFit, Fold, _percentiles, copula_plant,
+from harness.analyses.clustering import (FOLD_KEYS, N_CANDIDATES, CorrView, CrossFit, Fold,
+                                         _percentiles, copula_plant, crossfit_validity,
                                          matched_groups, plant_for, random_groups)
 from harness.errors import BadInputError
 from harness.stats.bootstrap import replicate_list, resample_weights, shared_bootstrap_seed
@@ -210,16 +210,7 @@ def decide(family: list[dict], per_fold: list[dict], sesoi: float, alpha: float)
     from harness.verdicts import Gate, decide_exists
 
     head, sel = family
-    smd = max(f["balance"]["max_abs_smd"] for f in per_fold if "balance" in f) \
-        if any("balance" in f for f in per_fold) else 0.0
-    rows_min = min(f["n_test_rows"] for f in per_fold)
-    validity = (
-        Gate("matched_balance", bool(smd <= MAX_SMD), smd, MAX_SMD,
-             f"matched random groups are unbalanced (max |SMD| {smd:.2f} > {MAX_SMD:g}): the "
-             "matched null is no control"),
-        Gate("test_rows", bool(rows_min >= MIN_TEST_ROWS), float(rows_min), float(MIN_TEST_ROWS),
-             f"only {rows_min} rows with rare positions in a test half (need "
-             f">= {MIN_TEST_ROWS} for a row bootstrap)"))
+    validity = crossfit_validity(per_fold)  # own-data plants reuse the checked matched null
     sel_p = ", ".join(f"{p:.3g}" for p in sel["p_by_fold"])
     controls = (
         Gate("beyond_selection", sel["significant"], sel["p_max"], alpha,
