@@ -131,15 +131,27 @@ def test_scan_ranks_cover_the_papers_plateaus_at_every_layer_width():
 
 
 def test_planted_plateau_is_supported_at_several_widths_and_the_width_is_found():
-    for k, seed in ((5, 1), (30, 2), (60, 3)):
-        d = make_regimes_data(seed=seed, m=512, k=k, effect=LN2, mode="lift")
-        r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, seed=1, describe=False,
-                              **FAST)
-        assert r.verdict == "supported", (k, r.details["message"])
-        assert r.p_value == pytest.approx(0.01) and r.ci_low > 0.2
-        assert abs(r.details["scan"]["width"] - k) <= max(3, k // 3), r.details["scan"]
-        gates = r.details["decision"]["gates"]
-        assert all(g["passed"] for n, g in gates.items() if n != "upper_bound_below_sesoi")
+    """Power >= 0.8 at every width (issue 13.3), on 6 data sets per width: at least 5 of 6
+    supported (4 of 6 would say power below the target), each with the width found. The
+    loss-matched control's width is re-chosen in every bootstrap replicate, so a single
+    data set can fail it (about 2-7% at 30-60 planted neurons, reports/calibration)."""
+    for k in (5, 30, 60):
+        supported = 0
+        for seed in range(6):
+            d = make_regimes_data(seed=seed, m=512, k=k, effect=LN2, mode="lift")
+            r = dual_regimes_test(d.delta, d.row, d.rare, d.common, d.loss, seed=1,
+                                  describe=False, **FAST)
+            assert r.p_value == pytest.approx(0.01) and r.ci_low > 0.2, (k, seed)
+            assert abs(r.details["scan"]["width"] - k) <= max(3, k // 3), r.details["scan"]
+            gates = r.details["decision"]["gates"]
+            if r.verdict == "supported":
+                supported += 1
+                assert all(g["passed"] for n, g in gates.items()
+                           if n != "upper_bound_below_sesoi")
+            else:  # only the difficulty control may stop it
+                assert r.verdict == "inconclusive" and [n for n, g in gates.items() if not
+                    g["passed"] and n != "upper_bound_below_sesoi"] == ["beyond_difficulty"]
+        assert supported >= 5, (k, supported)
 
 
 def test_planted_plateau_details_are_json_and_plateau_neurons_find_it():
