@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     only = None if args.claims is None else {c.strip() for c in args.claims.split(",") if c.strip()}
     if only is not None:
         from harness.claimset import load_claims
-        if bad := only - set(load_claims()) or (None if only else {"(none)"}):
+
+        bad = only - set(load_claims()) if only else {"(none)"}
+        if bad:
             ap.error(f"--claims: unknown {sorted(bad)}; known: {', '.join(load_claims())}")
 
     def cases():

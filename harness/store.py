@@ -92,16 +92,20 @@ def _collect_environment() -> dict[str, Any]:
 ENGINE_SOURCES = ("ablation/*.py", "models/*.py", "data/*.py", "pipeline.py", "store.py")
 
 
-@lru_cache(maxsize=1)
-def code_digest() -> str:
-    """sha256 over the engine's source files (ENGINE_SOURCES, by relative path)."""
-    root = Path(__file__).resolve().parent
+def source_digest(root: Path, patterns: tuple[str, ...]) -> str:
+    """sha256 over the files matching `patterns` under root (relative path, then content)."""
     h = hashlib.sha256()
-    for pattern in ENGINE_SOURCES:
+    for pattern in patterns:
         for path in sorted(root.glob(pattern)):
             h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 over the engine's source files (ENGINE_SOURCES, by relative path)."""
+    return source_digest(Path(__file__).resolve().parent, ENGINE_SOURCES)
 
 
 def _git_sha() -> str | None:

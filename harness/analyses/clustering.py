@@ -678,6 +678,32 @@ def selection_null(delta: np.ndarray, pool: np.ndarray, n_pick: int, k: int, sig
     return out
 
 
+def row_bootstrap_cov(y: np.ndarray, row: np.ndarray, n_boot: int, rng: np.random.Generator,
+                      weights: np.ndarray | None = None, key: tuple[int, ...] = ()
+                      ) -> np.ndarray:
+    """[n_boot, p, p] covariance of the columns of y [n, p] in each row-bootstrap replicate,
+    from per-row sums (one pass over the data, then a matmul per replicate). weights
+    [n_boot, n_rows]: given row multiplicities (rows in sorted order) instead of random ones;
+    key: passed to resample_weights."""
+    y = np.asarray(y, dtype=np.float64)
+    y = y - y.mean(0)
+    p = y.shape[1]
+    rows, inv = np.unique(row, return_inverse=True)
+    s1 = np.zeros((rows.size, p))
+    np.add.at(s1, inv, y)
+    s2 = np.zeros((rows.size, p, p))
+    for r in range(rows.size):
+        yr = y[inv == r]
+        s2[r] = yr.T @ yr
+    cnt = np.bincount(inv, minlength=rows.size).astype(np.float64)
+    w = (resample_weights(rows.size, n_boot, rng, key) if weights is None
+         else np.atleast_2d(weights))
+    tot = w @ cnt
+    mean = (w @ s1) / tot[:, None]
+    second = np.einsum("br,rij->bij", w, s2) / tot[:, None, None]
+    return second - mean[:, :, None] * mean[:, None, :]
+
+
 def contrast_bootstrap(xg: np.ndarray, u_rest: np.ndarray, row: np.ndarray, m: int,
                        n_boot: int, rng: np.random.Generator,
                        weights: np.ndarray | None = None, key: tuple[int, ...] = ()
@@ -690,22 +716,8 @@ def contrast_bootstrap(xg: np.ndarray, u_rest: np.ndarray, row: np.ndarray, m: i
     correlation per replicate is not needed). weights [n_boot, n_rows]: given row
     multiplicities instead of random ones (rows in sorted order). key: passed to
     resample_weights (tells the folds apart under the shared bootstrap)."""
-    y = np.column_stack([xg, u_rest]).astype(np.float64)
-    y -= y.mean(0)
     k = xg.shape[1]
-    rows, inv = np.unique(row, return_inverse=True)
-    s1 = np.zeros((rows.size, k + 1))
-    np.add.at(s1, inv, y)
-    s2 = np.zeros((rows.size, k + 1, k + 1))
-    for r in range(rows.size):
-        yr = y[inv == r]
-        s2[r] = yr.T @ yr
-    cnt = np.bincount(inv, minlength=rows.size).astype(np.float64)
-    w = (resample_weights(rows.size, n_boot, rng, key) if weights is None
-         else np.atleast_2d(weights))
-    tot = w @ cnt
-    mean = (w @ s1) / tot[:, None]
-    cov = np.einsum("br,rij->bij", w, s2) / tot[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    cov = row_bootstrap_cov(np.column_stack([xg, u_rest]), row, n_boot, rng, weights, key)
     var = np.clip(np.diagonal(cov[:, :k, :k], axis1=1, axis2=2), 1e-300, None)
     sd = np.sqrt(var)
     corr = cov[:, :k, :k] / sd[:, :, None] / sd[:, None, :]
@@ -758,6 +770,19 @@ class Fold:
         return int(np.unique(self.row).size)
 
 
+def fold_matched(fold: Fold, group: np.ndarray, n: int, rng: np.random.Generator,
+                 n_cand: int = N_CANDIDATES, *, view: CorrView | None = None,
+                 stats_: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """The matched null of a group on one fold (claims 2 and 4): matched_groups on activation
+    mean, SD, share active and the strength outside the group (from `view`, planted or not)."""
+    view = fold.view if view is None else view
+    stats_ = fold.stats if stats_ is None else stats_
+    strength = view.strength_outside(group)
+    pct = np.column_stack([fold.pct if stats_ is fold.stats else _percentiles(stats_),
+                           _percentiles(strength[:, None])])
+    return matched_groups(np.column_stack([stats_, strength]), group, n, rng, n_cand, pct=pct)
+
+
 def fold_statistics(fold: Fold, group: np.ndarray, *, view: CorrView | None = None,
                     stats_: np.ndarray | None = None, xg: np.ndarray | None = None,
                     selection_c: np.ndarray | None = None, n_matched: int = 200,
@@ -773,11 +798,8 @@ def fold_statistics(fold: Fold, group: np.ndarray, *, view: CorrView | None = No
     xg = fold.x[:, group] if xg is None else xg
     sel_c = fold.selection_c if selection_c is None else selection_c
     c, within, between = (float(v[0]) for v in view.contrast(group[None]))
-    strength = view.strength_outside(group)
-    pct = np.column_stack([fold.pct if stats_ is fold.stats else _percentiles(stats_),
-                           _percentiles(strength[:, None])])
-    matched, balance = matched_groups(np.column_stack([stats_, strength]), group, n_matched,
-                                      rng, n_cand, pct=pct)
+    matched, balance = fold_matched(fold, group, n_matched, rng, n_cand, view=view,
+                                    stats_=stats_)
     match_c = view.contrast(matched)[0]
     u_rest = fold.u_all - fold.x[:, group] @ fold.inv_sd[group]
     boot = contrast_bootstrap(xg, u_rest, fold.row, view.m, n_boot, rng,

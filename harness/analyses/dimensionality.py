@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from harness.analyses.clustering import (FOLD_KEYS, N_CANDIDATES, CorrView, CrossFit, Fold,
-                                         _percentiles, copula_plant, crossfit_validity,
-                                         matched_groups, plant_for, random_groups)
+                                         _t_quantile, copula_plant, crossfit_validity,
+                                         fold_matched, plant_for, random_groups,
+                                         row_bootstrap_cov)
 from harness.errors import BadInputError
-from harness.stats.bootstrap import replicate_list, resample_weights, shared_bootstrap_seed
+from harness.stats.bootstrap import replicate_list, shared_bootstrap_seed
 from harness.stats.empirical import empirical_p
 from harness.stats.result import TestResult
 
@@ -85,21 +85,8 @@ def pr_bootstrap(xg: np.ndarray, row: np.ndarray, n_boot: int, rng: np.random.Ge
                  key: tuple[int, ...] = ()) -> np.ndarray:
     """[n_boot] row-bootstrap replicates of one group's PR/k (xg [n, k]; rows resampled,
     from per-row sums so a replicate costs one k x k eigendecomposition)."""
-    y = np.asarray(xg, dtype=np.float64)
-    y = y - y.mean(0)
-    rows, inv = np.unique(row, return_inverse=True)
-    k = y.shape[1]
-    s1 = np.zeros((rows.size, k))
-    np.add.at(s1, inv, y)
-    s2 = np.zeros((rows.size, k, k))
-    for r in range(rows.size):
-        yr = y[inv == r]
-        s2[r] = yr.T @ yr
-    cnt = np.bincount(inv, minlength=rows.size).astype(np.float64)
-    w = resample_weights(rows.size, n_boot, rng, key)
-    tot = w @ cnt
-    mean = (w @ s1) / tot[:, None]
-    cov = np.einsum("br,rij->bij", w, s2) / tot[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    cov = row_bootstrap_cov(xg, row, n_boot, rng, key=key)
+    k = cov.shape[1]
     sd = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
     inv_sd = np.where(sd > 1e-12, 1.0 / np.where(sd > 1e-12, sd, 1.0), 0.0)
     corr = cov * inv_sd[:, :, None] * inv_sd[:, None, :]
@@ -109,14 +96,6 @@ def pr_bootstrap(xg: np.ndarray, row: np.ndarray, n_boot: int, rng: np.random.Ge
 
 
 # ---------------------------------------------------------------- one fold
-
-def _matching_stats(fold: Fold, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(statistics, percentiles) claim 2's matched null uses: mean, SD, share active and
-    strength outside the group."""
-    strength = fold.view.strength_outside(group)
-    return (np.column_stack([fold.stats, strength]),
-            np.column_stack([fold.pct, _percentiles(strength[:, None])]))
-
 
 def fold_dimension(fold: Fold, group: np.ndarray, rng: np.random.Generator, *,
                    n_matched: int, n_boot: int, n_random: int = 0, xg: np.ndarray | None = None,
@@ -134,8 +113,7 @@ def fold_dimension(fold: Fold, group: np.ndarray, rng: np.random.Generator, *,
                            "n_test_rows": fold.n_test_rows}
     nulls = dict(nulls or {})
     if "matched" not in nulls:
-        st, pct = _matching_stats(fold, group)
-        matched, balance = matched_groups(st, group, n_matched, rng, n_cand, pct=pct)
+        matched, balance = fold_matched(fold, group, n_matched, rng, n_cand)
         ev_m = block_spectra(view, matched)
         nulls["matched"], nulls["matched_n95"] = participation_ratio(ev_m), components_for(ev_m)
         out["balance"] = balance
@@ -188,7 +166,7 @@ def combine(per_fold: list[dict], sesoi: float, alpha: float) -> list[dict]:
     """One row per verdict null (matched, then the selection control): estimate = fold mean,
     p_max over folds, the union of the folds' (1 - 2 alpha) t intervals (test rows - 1 df)."""
     dfs = [max(int(f["n_test_rows"]) - 1, 1) for f in per_fold]
-    tq = [float(stats.t.ppf(1 - alpha, df)) for df in dfs]
+    tq = [_t_quantile(1 - alpha, df) for df in dfs]
     rows = []
     for name in ("matched", "selection"):
         est = [float(f[name]["estimate"]) for f in per_fold]

@@ -9,7 +9,6 @@ digest of the claim and statistics sources, which the engine digest does not cov
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,13 +58,9 @@ def expand(spec: SweepSpec) -> list[Cell]:
 
 @lru_cache(maxsize=1)
 def claims_digest() -> str:
-    root = Path(__file__).resolve().parents[2]
-    h = hashlib.sha256()
-    for pattern in CLAIM_SOURCES:
-        for path in sorted(root.glob(pattern)):
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    from harness.store import source_digest
+
+    return source_digest(Path(__file__).resolve().parents[2], CLAIM_SOURCES)
 
 
 def cell_key(cell: Cell) -> str:
