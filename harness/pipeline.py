@@ -174,7 +174,7 @@ def frequency_for(model_name: str, facade: Any, rows: np.ndarray) -> tuple[Frequ
         table = FrequencyTable.load(exact)
         _check_vocab(table, facade, exact)
         return table, "exact training-token counts"
-    proxy = fixtures_dir() / "frequency" / _tokenizer_key(facade)
+    proxy = fixtures_dir() / "frequency" / tokenizer_key(facade)
     if proxy.with_suffix(".npy").is_file():
         table = FrequencyTable.load(proxy)
         if table.vocab_size == facade.d_vocab:
@@ -191,7 +191,8 @@ def _check_vocab(table: FrequencyTable, facade: Any, path: Path) -> None:
                             "counts of this model's training data")
 
 
-def _tokenizer_key(facade: Any) -> str:
+def tokenizer_key(facade: Any) -> str:
+    """Name of the committed proxy table for this model's tokenizer (fixtures/frequency)."""
     if facade.family == "gpt2" or (facade.d_vocab == 50257 and facade.family != "llama"):
         return "gpt2-bpe"
     return facade.name.split("@")[0]

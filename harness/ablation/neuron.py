@@ -27,6 +27,16 @@ every Delta. Hence (CODE_VERSION neuron-closed-form/2):
     biased every Delta by about -7e-6 nats at V = 50257 (max 1.4e-5);
   - pairs whose one-pass sum over- or underflows (a shift or bound slack beyond ~88 nats) are
     recomputed, alone, by a float64 two-pass logsumexp.
+Gemma's block normalises the MLP output before it joins the residual (post_feedforward_
+layernorm, RMSNorm with scale g2): r = r_mid + g2 m / sigma(m), m = a W_out. Ablating neuron j
+gives m' = m + c_j w_j, sigma_j^2 = sigma^2 + (2 c_j m.w_j + c_j^2 |w_j|^2) / d, and
+    r'_j = r + alpha_j u + beta_j w^_j,   u = g2 m / sigma,  w^_j = g2 w_j,
+    alpha_j = sigma/sigma_j - 1,  beta_j = c_j / sigma_j,
+so the final norm sees a rank-2 change and z'_j - z gains one per-position vector h = u U:
+    z'_j - z = (s/s'_j - 1) y + (alpha_j/s'_j) h + (beta_j/s'_j) G_j,   G = W^_out U.
+ClosedForm.post carries that norm; every kernel takes the extra (h, eta) term (the Triton one
+does not: such models use the compiled kernel).
+
 Measured against a float64 recomputation of every ablated forward (final norm -> logits -> CE;
 tests/test_kernel_exactness.py, GPT-2 / NeoX / Llama, V = 4096, 1,024 positions): max abs error
 <= 4.2e-7 nats per (position, neuron) and |mean error| <= 2.7e-9 nats for every kernel; what is
@@ -58,6 +68,22 @@ Values = Literal["mean", "zero"] | Tensor
 
 
 @dataclass(frozen=True, eq=False)
+class PostMLPNorm:
+    """An RMSNorm between the last MLP and the residual (Gemma), as float64 data."""
+
+    W_full: Tensor   # [d_mlp, d] raw W_out (all neurons: m = a W_out + b_out)
+    b_out: Tensor    # [d]
+    W_raw: Tensor    # [m, d] raw rows of op's neurons (sigma_j uses m . w_j, |w_j|^2)
+    raw_ww: Tensor   # [m]
+    gamma: Tensor    # [d] g2
+    eps: float
+
+    def mlp_out(self, acts_full: Tensor) -> Tensor:
+        """m = a W_out + b_out in float64, [P, d] (before the norm)."""
+        return acts_full.to(torch.float64) @ self.W_full + self.b_out
+
+
+@dataclass(frozen=True, eq=False)
 class ClosedForm:
     """The model-side tensors the closed form reuses for every position (built once)."""
 
@@ -69,6 +95,7 @@ class ClosedForm:
     G: Tensor            # [m, V] block dtype W @ U
     centre: bool
     eps: float
+    post: PostMLPNorm | None = None  # Gemma: W rows are g2-scaled, see the module docstring
 
     @property
     def G_absmax(self) -> Tensor:
@@ -88,19 +115,27 @@ class ClosedForm:
         return int(self.U.shape[1])
 
     def __str__(self) -> str:
+        post = ", post-MLP rmsnorm" if self.post is not None else ""
         return (f"ClosedForm({len(self.neurons)} neurons, d={self.d_model}, V={self.d_vocab}, "
-                f"{'layernorm' if self.centre else 'rmsnorm'}, block {self.G.dtype})")
+                f"{'layernorm' if self.centre else 'rmsnorm'}{post}, block {self.G.dtype})")
 
 
 def prepare_closed_form(W_out: Tensor, W_U: Tensor, b_U: Tensor | None, norm: Any,
                         neurons: Tensor | list[int] | None = None,
-                        dtype: torch.dtype = torch.float32) -> ClosedForm:
+                        dtype: torch.dtype = torch.float32, post_norm: Any = None,
+                        b_out: Tensor | None = None) -> ClosedForm:
     """Precompute G = W~_out U (the only d_mlp x V matmul) on W_out's device.
 
     `norm` is a NormSpec (kind 'layernorm' | 'rmsnorm', gamma, beta, eps); `dtype` is the dtype
-    of the [positions, neurons, V] blocks (float32 normally, float64 for a reference)."""
+    of the [positions, neurons, V] blocks (float32 normally, float64 for a reference).
+    `post_norm` (a NormSpec, RMSNorm only) is a norm on the MLP output before the residual
+    (Gemma's post_feedforward_layernorm); `b_out` the MLP output bias it sees."""
     if norm.kind not in ("layernorm", "rmsnorm"):
         raise BadInputError(f"unknown norm kind {norm.kind!r}; use 'layernorm' or 'rmsnorm'")
+    if post_norm is not None and (post_norm.kind != "rmsnorm" or norm.kind != "rmsnorm"
+                                  or post_norm.beta is not None):
+        raise BadInputError("a post-MLP norm is supported as RMSNorm before an RMSNorm final "
+                            f"norm (Gemma); got {post_norm.kind} before {norm.kind}")
     device = W_out.device
     f64 = dict(dtype=torch.float64, device=device)
     d_mlp, d_model = W_out.shape
@@ -110,6 +145,13 @@ def prepare_closed_form(W_out: Tensor, W_U: Tensor, b_U: Tensor | None, norm: An
         torch.as_tensor(neurons, dtype=torch.long, device=device)
     centre = norm.kind == "layernorm"
     W = W_out.to(**f64)[ids]
+    post = None
+    if post_norm is not None:
+        W_full = W_out.to(**f64)
+        bias_out = torch.zeros(d_model, **f64) if b_out is None else b_out.to(**f64)
+        post = PostMLPNorm(W_full, bias_out, W, (W * W).sum(-1), post_norm.gamma.to(**f64),
+                           float(post_norm.eps))
+        W = W * post.gamma  # what neuron j writes into the residual, per unit of c_j / sigma_j
     if centre:
         W = W - W.mean(-1, keepdim=True)
     U = norm.gamma.to(**f64)[:, None] * W_U.to(**f64)
@@ -119,7 +161,16 @@ def prepare_closed_form(W_out: Tensor, W_U: Tensor, b_U: Tensor | None, norm: An
     G = torch.empty(len(ids), W_U.shape[1], dtype=dtype, device=device)
     for i in range(0, len(ids), _G_ROWS_PER_MATMUL):
         G[i:i + _G_ROWS_PER_MATMUL] = (W[i:i + _G_ROWS_PER_MATMUL] @ U).to(dtype)
-    return ClosedForm(ids, W, (W * W).sum(-1), U, bias, G, centre, float(norm.eps))
+    return ClosedForm(ids, W, (W * W).sum(-1), U, bias, G, centre, float(norm.eps), post)
+
+
+def closed_form_for(facade: Any, neurons: Tensor | list[int] | None = None,
+                    dtype: torch.dtype = torch.float32) -> ClosedForm:
+    """prepare_closed_form from a ModelFacade: final norm, unembedding and (Gemma) the
+    post-MLP norm, so no caller can forget a piece of the architecture."""
+    return prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
+                               neurons, dtype=dtype, post_norm=facade.post_mlp_norm,
+                               b_out=facade.b_out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +199,8 @@ def _clean(op: ClosedForm, resid: Tensor, targets: Tensor) -> _Clean:
 
 
 def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
-                     values: Tensor, neuron_block: int, method: str = "compiled") -> Tensor:
+                     values: Tensor, neuron_block: int, method: str = "compiled",
+                     mlp: Tensor | None = None) -> Tensor:
     """Delta for a few positions and all of op's neurons, `neuron_block` neurons at a time
     (`method` 'triton': all neurons in one kernel launch, no [P, m, V] block).
 
@@ -157,10 +209,14 @@ def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tenso
     difference instead of becoming an offset of every Delta."""
     cl = _clean(op, resid, targets)
     c = values.to(torch.float64)[None, :] - acts.to(torch.float64)
-    q = (2.0 * c * cl.xw + c * c * op.ww) / op.d_model
-    s_new = torch.sqrt(cl.s[:, None] ** 2 + q)
+    h = eta = None
+    if op.post is None:
+        q = (2.0 * c * cl.xw + c * c * op.ww) / op.d_model
+        s_new = torch.sqrt(cl.s[:, None] ** 2 + q)
+        kappa = c / s_new
+    else:
+        h, eta, kappa, s_new, q = _post_norm_terms(op, resid, c, cl, mlp)
     rho_m1 = -q / (s_new * (cl.s[:, None] + s_new))    # s/s' - 1 without cancellation
-    kappa = c / s_new
     shift_t = rho_m1 * cl.y_t[:, None] + kappa * cl.G_t  # (z' - z) at the target
     dt = op.G.dtype
     logp, y = cl.logp.to(dt), cl.y.to(dt)
@@ -172,6 +228,13 @@ def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tenso
     zero = torch.zeros_like(lp_max)
     G0 = op.G[:1]  # any row: kappa = 0 multiplies it away exactly
     out = torch.empty(c.shape, dtype=torch.float64, device=c.device)
+    if h is not None:  # Gemma: the extra per-position direction h = u U, coefficient eta
+        shift_t = shift_t + eta * h.gather(1, targets[:, None].to(h.device))
+        bound = bound + eta.abs() * h.abs().amax(-1, keepdim=True)
+        _lse_post(out, op, logp, y, rho_m1, kappa, bound, h.to(dt), eta, lp_max, zero, G0,
+                  neuron_block, method)
+        delta = out - shift_t
+        return delta.masked_fill(c == 0, 0.0).to(torch.float32)
     if method == "triton":
         lse0 = lse_triton.lse_bounded(logp, y, G0, zero, zero, lp_max)
         out.copy_(lse_triton.lse_bounded(logp, y, op.G, rho_m1, kappa, bound))
@@ -197,16 +260,64 @@ def _delta_positions(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tenso
     return delta.masked_fill(c == 0, 0.0).to(torch.float32)  # v_j = a_j(t): exactly no change
 
 
+def _post_norm_terms(op: ClosedForm, resid: Tensor, c: Tensor, cl: _Clean,
+                     mlp: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(h [P, V], eta, kappa, s', q) [P, m] for a post-MLP RMSNorm (module docstring)."""
+    p, d = op.post, op.d_model
+    x = resid.to(torch.float64)
+    m = mlp.to(torch.float64)
+    sig2 = (m * m).mean(-1, keepdim=True) + p.eps
+    sig = torch.sqrt(sig2)
+    u = p.gamma * m / sig                                     # the clean post-norm MLP output
+    q2 = (2.0 * c * (m @ p.W_raw.T) + c * c * p.raw_ww) / d
+    sig_j = torch.sqrt(sig2 + q2)
+    alpha = -q2 / (sig_j * (sig + sig_j))                     # sigma/sigma_j - 1
+    beta = c / sig_j
+    ru = (x * u).sum(-1, keepdim=True)
+    uu = (u * u).sum(-1, keepdim=True)
+    q = (2.0 * alpha * ru + 2.0 * beta * cl.xw + alpha * alpha * uu
+         + 2.0 * alpha * beta * (u @ op.W.T) + beta * beta * op.ww) / d
+    s_new = torch.sqrt(cl.s[:, None] ** 2 + q)
+    return u @ op.U, alpha / s_new, beta / s_new, s_new, q
+
+
+def _lse_post(out: Tensor, op: ClosedForm, logp: Tensor, y: Tensor, rho: Tensor,
+              kappa: Tensor, bound: Tensor, h: Tensor, eta: Tensor, lp_max: Tensor,
+              zero: Tensor, G0: Tensor, neuron_block: int, method: str) -> None:
+    """out <- lse(ablated) - lse(clean) with the extra h term (compiled or eager kernel; the
+    clean term by the same kernel, rho = kappa = eta = 0)."""
+    dt = op.G.dtype
+    kernel = _fused_lse() if method == "compiled" else None
+    lp3, y3, h3 = logp[:, None, :], y[:, None, :], h[:, None, :]
+    z0 = zero[..., None].to(dt)
+    clean_args = (lp3, y3, G0[None], z0, z0, lp_max.to(dt), h3, z0)
+    kernel, lse0 = _run_lse(kernel, clean_args)
+    for j in range(0, out.shape[1], neuron_block):
+        sl = slice(j, j + neuron_block)
+        args = (lp3, y3, op.G[None, sl], rho[:, sl, None].to(dt), kappa[:, sl, None].to(dt),
+                bound[:, sl].to(dt), h3, eta[:, sl, None].to(dt))
+        used, lse = _run_lse(kernel, args)
+        out[:, sl] = lse
+        if used is not kernel:
+            kernel, lse0 = _run_lse(None, clean_args)
+    _rescue(lse0, logp, y, G0, zero, zero, h, zero)
+    _rescue(out, logp, y, op.G, rho, kappa, h, eta)
+    out -= lse0
+
+
 def _exponent(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
-              bound: Tensor) -> Tensor:
-    """logp + rho y + kappa G - bound, one block-dtype tensor [P, m, V] (one allocation)."""
+              bound: Tensor, h: Tensor | None = None, eta: Tensor | None = None) -> Tensor:
+    """logp + rho y + kappa G (+ eta h) - bound, one block-dtype tensor [P, m, V]."""
     z = logp - bound[..., None]
     z.addcmul_(rho, y)
+    if h is not None:
+        z.addcmul_(eta, h)
     return z.addcmul_(kappa, G)
 
 
 def _lse_with_bound(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
-                    bound: Tensor) -> Tensor:
+                    bound: Tensor, h: Tensor | None = None,
+                    eta: Tensor | None = None) -> Tensor:
     """log sum_v exp(logp + rho y + kappa G), float64 [P, m], in ONE pass (the compiled kernel).
 
     The known upper bound replaces the max pass of logsumexp (so a compiler fuses everything
@@ -214,7 +325,7 @@ def _lse_with_bound(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tens
     The exponentials are taken in the block dtype and summed in float64: a float32 running sum
     drops the many small terms added after a large one (a downward bias that reached ~1e-5
     nats at V = 50257); the float64 sum costs ~3% on CPU."""
-    e = _exponent(logp, y, G, rho, kappa, bound).exp_()
+    e = _exponent(logp, y, G, rho, kappa, bound, h, eta).exp_()
     return torch.log(e.sum(-1, dtype=torch.float64)) + bound.to(torch.float64)
 
 
@@ -222,9 +333,9 @@ _SUM64_ELEMENTS = 1 << 18
 
 
 def _lse_eager(logp: Tensor, y: Tensor, G: Tensor, rho: Tensor, kappa: Tensor,
-               bound: Tensor) -> Tensor:
+               bound: Tensor, h: Tensor | None = None, eta: Tensor | None = None) -> Tensor:
     """_lse_with_bound without a compiler: the same exponent, exponentials and float64 sum."""
-    e = _exponent(logp, y, G, rho, kappa, bound).exp_()
+    e = _exponent(logp, y, G, rho, kappa, bound, h, eta).exp_()
     return torch.log(_sum64(e)) + bound.to(torch.float64)
 
 
@@ -254,7 +365,7 @@ _RESCUE_ELEMENTS = 1 << 22
 
 
 def _rescue(lse: Tensor, logp: Tensor, y: Tensor, G: Tensor, rho: Tensor,
-            kappa: Tensor) -> None:
+            kappa: Tensor, h: Tensor | None = None, eta: Tensor | None = None) -> None:
     """Pairs whose one-pass sum over- or underflowed (a logit shift or bound slack beyond ~88
     nats) come back non-finite: recompute those pairs only, in place, by the exact two-pass
     logsumexp in float64. logp, y [P, V]; G [m, V]; rho, kappa, lse [P, m]."""
@@ -265,6 +376,8 @@ def _rescue(lse: Tensor, logp: Tensor, y: Tensor, G: Tensor, rho: Tensor,
         p, j = pi[i:i + step], ji[i:i + step]
         z = torch.addcmul(logp[p].to(f64), rho[p, j, None].to(f64), y[p].to(f64))
         z.addcmul_(kappa[p, j, None].to(f64), G[j].to(f64))
+        if h is not None:
+            z.addcmul_(eta[p, j, None].to(f64), h[p].to(f64))
         lse[p, j] = torch.logsumexp(z, -1)
 
 
@@ -338,8 +451,15 @@ def closed_form_delta(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tens
     same positions. `method`: 'auto' | 'triton' | 'compiled' | 'eager' (each within 1e-6 nats
     of float64, no systematic offset; they differ in speed)."""
     dev = op.G.device
+    requested = method
     method = resolve_method(method, dev, op.G.dtype)
+    if op.post is not None and method == "triton":
+        if requested == "triton":
+            raise BadInputError("method='triton' does not model a post-MLP norm (Gemma); use "
+                                "'auto' or 'compiled'")
+        method = "compiled"
     resid, targets = resid.to(dev), targets.to(dev, torch.long)
+    mlp = None if op.post is None else op.post.mlp_out(acts.to(dev))
     acts, values = acts.to(dev)[:, op.neurons], values.to(dev)[op.neurons]
     n, m = acts.shape
     out = torch.empty(n, m, dtype=torch.float32, device=dev)
@@ -353,7 +473,8 @@ def closed_form_delta(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tens
             p = max(1, min(n - start, rows if method == "triton" else rows // m))
             sl = slice(start, start + p)
             return p, _delta_positions(op, resid[sl], acts[sl], targets[sl], values,
-                                       neuron_block=min(m, rows), method=method)
+                                       neuron_block=min(m, rows), method=method,
+                                       mlp=None if mlp is None else mlp[sl])
         (p, block), rows = with_oom_backoff(step, rows, "closed-form block rows")
         out[start:start + p] = block
         start += p
@@ -509,8 +630,7 @@ def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
         if stored is not None:
             return _from_arrays(stored, values)
     mu, vec = _values_vector(facade, values, rows, keep, batch_size, store, key)
-    op = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
-                             dtype=dtype)
+    op = closed_form_for(facade, dtype=dtype)
     values_t = torch.from_numpy(vec)
     parts = []
     batches = list(_batches(len(rows), batch_size))

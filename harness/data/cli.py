@@ -26,6 +26,15 @@ def register(subparsers) -> None:
                      help="the held-out rule of `rarebench train` (default 50)")
     bpe.add_argument("--out", type=Path, required=True, help="tokenizer directory to write")
     bpe.set_defaults(func=_bpe)
+    proxy = sub.add_parser("proxy", help="count the corpus under a model's tokenizer: the "
+                                         "frequency proxy for a model whose training data is "
+                                         "not available (committed under fixtures/frequency)")
+    proxy.add_argument("--corpus", type=Path, required=True,
+                       help="docs.jsonl or the output directory of `corpus build`")
+    proxy.add_argument("--model", required=True, help="registry name or GGUF/HF path")
+    proxy.add_argument("--out", type=Path, default=None,
+                       help="directory for <key>.npy/.json (default: fixtures/frequency)")
+    proxy.set_defaults(func=_proxy)
     corpus.set_defaults(func=lambda args: corpus.print_help() or 2)
 
 
@@ -52,4 +61,32 @@ def _bpe(args: argparse.Namespace) -> int:
     out = train_bpe(train, args.vocab_size, args.out)
     print(f"bpe: {args.vocab_size} types from {len(train)} training documents "
           f"({len(texts) - len(train)} held out) -> {out} (sha256 {tokenizer_sha256(out)[:16]})")
+    return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from harness.data.frequency import FrequencyTable, count_tokens
+    from harness.data.tokenizer import fixtures_dir
+    from harness.pipeline import load_facade, tokenizer_key
+    from harness.train.trainer import corpus_file
+
+    path = corpus_file(args.corpus)
+    manifest = path.parent / "MANIFEST.json"
+    totals = json.loads(manifest.read_text()).get("totals", {}) if manifest.is_file() else {}
+    sha = totals.get("docs_sha256") or hashlib.sha256(path.read_bytes()).hexdigest()
+    facade = load_facade(args.model)
+    with open(path, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    batches = (facade.tokenizer(texts[i:i + 512], add_special_tokens=False)["input_ids"]
+               for i in range(0, len(texts), 512))
+    counts = count_tokens((ids for batch in batches for ids in batch), facade.d_vocab)
+    words = totals.get("n_words", sum(len(t.split()) for t in texts))
+    table = FrequencyTable(counts, f"PROXY for {facade.name}'s (unavailable) training corpus: "
+                                   f"offline English corpus (rarebench corpus build, docs_sha256 "
+                                   f"{sha[:12]}, {words} words) under the {facade.name} tokenizer")
+    out = (args.out or fixtures_dir() / "frequency") / tokenizer_key(facade)
+    print(f"proxy: {table} -> {table.save(out)}")
     return 0

@@ -27,7 +27,14 @@ _ARCH = {
     "gpt_neox": ("neox", "gpt_neox.final_layer_norm", "gpt_neox.layers.{L}.mlp.dense_4h_to_h",
                  "layer_norm_eps"),
     "llama": ("llama", "model.norm", "model.layers.{L}.mlp.down_proj", "rms_norm_eps"),
+    "gemma3_text": ("gemma", "model.norm", "model.layers.{L}.mlp.down_proj", "rms_norm_eps"),
 }
+# Families whose last MLP output is normalised before it joins the residual (Gemma's
+# post_feedforward_layernorm): the closed form must include that norm (ClosedForm.post).
+_POST_MLP_NORM = {"gemma": "model.layers.{L}.post_feedforward_layernorm"}
+# Families whose RMSNorm scales by (1 + weight) rather than weight.
+_UNIT_OFFSET_NORM = frozenset({"gemma"})
+SUPPORTED_FAMILIES = ("GPT-2", "GPT-NeoX/Pythia", "Llama/SmolLM2", "Gemma-3 (text)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,11 +75,21 @@ class FinalLayer:
 
 
 def _arch(hf_model: Any) -> tuple[str, str, str, str]:
-    model_type = getattr(hf_model.config, "model_type", None)
+    config = hf_model.config
+    model_type = getattr(config, "model_type", None)
     if model_type not in _ARCH:
+        encoder = " (an encoder-only model: final-layer influence is defined on next-token " \
+                  "loss, which it does not have)" if getattr(config, "is_decoder", True) is False \
+                  or model_type in ("bert", "roberta", "t5", "distilbert") else ""
         raise BadInputError(
-            f"model_type {model_type!r} is not supported; rarebench handles {sorted(_ARCH)} "
-            "(GPT-2, GPT-NeoX/Pythia, Llama/SmolLM2)")
+            f"model_type {model_type!r} is not supported{encoder}; rarebench handles "
+            f"{sorted(_ARCH)} ({', '.join(SUPPORTED_FAMILIES)} decoder-only causal LMs)")
+    softcap = getattr(config, "final_logit_softcapping", None)
+    if softcap is not None:
+        raise BadInputError(
+            f"{model_type}: final_logit_softcapping={softcap} caps the logits with tanh; the "
+            "closed-form neuron ablation does not include it, so rarebench refuses the model "
+            "rather than report numbers that differ from a real ablation")
     return _ARCH[model_type]
 
 
@@ -133,7 +150,10 @@ class ModelFacade:
 
         if processing not in PROCESSING_MODES:
             raise BadInputError(f"processing={processing!r}; use one of {PROCESSING_MODES}")
-        _arch(hf_model)  # fail before booting the bridge
+        family = _arch(hf_model)[0]  # fail before booting the bridge
+        if processing == "tl-default" and family in _POST_MLP_NORM:
+            raise BadInputError(f"processing='tl-default' folds norms into weights, which the "
+                                f"{family} closed form (post-MLP norm) does not model; use 'raw'")
         hf_model = hf_model.to(device).eval()
         bridge = TransformerBridge.boot_transformers(
             source or tokenizer.name_or_path, hf_model=hf_model, tokenizer=tokenizer,
@@ -198,11 +218,24 @@ class ModelFacade:
     def final_norm(self) -> NormSpec:
         """Final norm as data. TL folding (tl-default) rewrites the HF modules in place, moving
         gamma/beta into W_U/b_U, so reading the modules is right in both modes."""
-        kind: NormKind = "rmsnorm" if self.family == "llama" else "layernorm"
+        return self._norm_at(self._norm_path)
+
+    @property
+    def post_mlp_norm(self) -> NormSpec | None:
+        """The norm between the last MLP and the residual (Gemma's post_feedforward_layernorm),
+        None where the MLP output joins the residual directly (GPT-2, NeoX, Llama)."""
+        path = _POST_MLP_NORM.get(self.family)
+        return None if path is None else self._norm_at(path.format(L=self.n_layers - 1))
+
+    def _norm_at(self, path: str) -> NormSpec:
+        kind: NormKind = "rmsnorm" if self.family in ("llama", "gemma") else "layernorm"
         eps = float(getattr(self.hf_model.config, self._eps_key))
-        module = self.hf_model.get_submodule(self._norm_path)
+        module = self.hf_model.get_submodule(path)
+        gamma = module.weight.detach()
+        if self.family in _UNIT_OFFSET_NORM:  # Gemma: x / rms(x) * (1 + weight), in float32
+            gamma = 1.0 + gamma.float()
         beta = getattr(module, "bias", None)
-        return NormSpec(kind, module.weight.detach(), None if beta is None else beta.detach(), eps)
+        return NormSpec(kind, gamma, None if beta is None else beta.detach(), eps)
 
     # ---- running ----------------------------------------------------------------------------
     def forward_final(self, tokens: Tensor) -> FinalLayer:
@@ -250,7 +283,7 @@ class ModelFacade:
         return self._weights_sha
 
     def info(self) -> dict[str, Any]:
-        return {
+        info = {
             "name": self.name, "revision": self.revision, "step": self.step,
             "family": self.family, "processing": self.processing,
             "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
@@ -258,6 +291,9 @@ class ModelFacade:
             "d_mlp": self.d_mlp, "d_vocab": self.d_vocab, "tied_unembedding": self.tied_unembedding,
             "final_norm": self.final_norm.kind,
         }
+        if self.post_mlp_norm is not None:  # only where present: other models' keys unchanged
+            info["post_mlp_norm"] = self.post_mlp_norm.kind
+        return info
 
     def __repr__(self) -> str:
         return (f"ModelFacade({self.name!r}, family={self.family}, step={self.step}, "

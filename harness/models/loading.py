@@ -77,10 +77,15 @@ def _check_finite(model: Any, name: str) -> None:
 def _load_hf(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
-    if spec.gguf_package:
-        from harness.models.gguf import gguf_path, load_gguf
+    if spec.gguf_package or spec.local_gguf:
+        from harness.models.gguf import assemble_parts, gguf_path, load_gguf
 
-        path = gguf_path(spec.gguf_package, spec.gguf_file)
+        if spec.gguf_parts:
+            path = assemble_parts(spec.gguf_package, spec.gguf_parts, spec.gguf_file)
+        elif spec.gguf_package:
+            path = gguf_path(spec.gguf_package, spec.gguf_file)
+        else:
+            path = Path(spec.local_path)
         if path is None:
             raise MissingPackageError(availability(spec)[1])
         model, tokenizer, _ = load_gguf(spec.gguf_package, path, dtype)

