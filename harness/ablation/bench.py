@@ -205,12 +205,17 @@ def run_bench(facade: Any, n_positions: int = 256, hooked_neurons: int = 8,
 def _models(choice: str | None, device: str, dtype: torch.dtype = torch.float32) -> list[Any]:
     """The benchmark models: the committed tiny fixture (else a random model of its shape),
     plus a random GPT-2-XL-shaped model on CUDA."""
-    names = [choice] if choice else \
+    names = [n.strip() for n in choice.split(",") if n.strip()] if choice else \
         ["tiny"] + (["gpt2-xl-shape"] if device.startswith("cuda") else [])
     out = []
     for name in names:
         if name == "gpt2-xl-shape":
             out.append(random_model(GPT2_XL, device=device, dtype=dtype))
+            continue
+        if name != "tiny":  # a registry model or a path: its real weights
+            from harness.models.loading import load_model
+
+            out.append(load_model(name, device=device, dtype=dtype))
             continue
         fixture = Path(__file__).resolve().parents[2] / "fixtures" / "models" / "tiny-gpt2"
         if fixture.is_dir():
@@ -251,6 +256,14 @@ def _main(args: Any) -> int:
                for f in _models(args.model, device, dtype)]
     for res in results:
         print(_format(res))
+    if len(results) > 1:
+        base = results[0]
+        for res in results[1:]:
+            ratio = (base["methods"]["closed_form"]["deltas_positions_per_s"]
+                     / res["methods"]["closed_form"]["deltas_positions_per_s"])
+            print(f"  {res['model_shape']['name']} costs x{ratio:.3g} the closed-form time per "
+                  f"position of {base['model_shape']['name']} (same process; exps per position "
+                  f"x{res['exps_per_position'] / base['exps_per_position']:.3g})")
     if args.json:
         top = dict(results[-1])
         if len(results) > 1:
@@ -267,6 +280,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="model weights and forward (the closed form itself is float32 with "
                         "float64 per-position scalars either way)")
-    p.add_argument("--model", choices=["tiny", "gpt2-xl-shape"], default=None,
-                   help="default: tiny, plus gpt2-xl-shape when CUDA is available")
+    p.add_argument("--model", default=None,
+                   help="comma list of tiny, gpt2-xl-shape or any model name `rarebench run` "
+                        "takes (e.g. smollm2-135m,gemma3-270m: timed in one process, so their "
+                        "rates compare); default: tiny, plus gpt2-xl-shape when CUDA is "
+                        "available")
     p.set_defaults(func=_main)
