@@ -82,3 +82,24 @@ def test_counts_file_tsv_and_json(tmp_path):
     (tmp_path / "junk.tsv").write_text("a\tmany\n")
     with pytest.raises(BadInputError, match="token<TAB>count"):
         from_counts_file(tmp_path / "junk.tsv", tok)
+
+
+@pytest.mark.tiny
+def test_corpus_proxy_counts_the_corpus_under_the_models_tokenizer(tmp_path):
+    """`rarebench corpus proxy` = count_tokens of every document under the model's tokenizer,
+    saved under the key the pipeline looks the proxy up by."""
+    from harness.cli import main
+    from harness.pipeline import load_facade, tokenizer_key
+
+    texts = ["The cat sat on the mat.", "Zygomorphic florets, rarely seen.", "The end."]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    assert main(["corpus", "proxy", "--corpus", str(corpus), "--model", "tiny-pythia-learned",
+                 "--out", str(tmp_path / "out")]) == 0
+    facade = load_facade("tiny-pythia-learned")
+    table = FrequencyTable.load(tmp_path / "out" / tokenizer_key(facade))
+    want = count_tokens([facade.tokenizer.encode(t, add_special_tokens=False) for t in texts],
+                        facade.d_vocab)
+    np.testing.assert_array_equal(table.counts, want)
+    assert table.total == want.sum() > 10 and "PROXY for tiny-pythia-learned" in table.source
