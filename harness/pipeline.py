@@ -105,6 +105,8 @@ class Prepared:
         """Why a case has too few rare positions, and what would give it more."""
         vocab = rare_vocab(self.freq, rarity)
         p = self.freq.probs
+        if self.freq.observed_only:  # a proxy ranks only the types it observed
+            p = p[self.freq.counts > 0]
         text = (f"only {n_rare} {rarity} positions{where} (need >= {need}); "
                 f"{vocab.mean():.1%} of types are rare")
         if rarity.ties == "strict" and not vocab.all():
@@ -178,10 +180,14 @@ def frequency_for(model_name: str, facade: Any, rows: np.ndarray) -> tuple[Frequ
     if proxy.with_suffix(".npy").is_file():
         table = FrequencyTable.load(proxy)
         if table.vocab_size == facade.d_vocab:
-            return table, f"proxy frequencies: {table.source}"
+            table = replace(table, observed_only=True)
+            seen = int((table.counts > 0).sum())
+            return table, (f"proxy frequencies: {table.source}; rarity percentiles over the "
+                           f"{seen:,} of {table.vocab_size:,} types the proxy contains")
     counts = count_tokens(rows, facade.d_vocab)
-    return (FrequencyTable(counts, "evaluation rows"),
-            "proxy frequencies (weak): counts of the evaluation rows themselves")
+    return (FrequencyTable(counts, "evaluation rows", observed_only=True),
+            "proxy frequencies (weak): counts of the evaluation rows themselves; rarity "
+            "percentiles over the types they contain")
 
 
 def _check_vocab(table: FrequencyTable, facade: Any, path: Path) -> None:

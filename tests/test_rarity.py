@@ -120,3 +120,18 @@ def test_position_masks_from_frequencies_and_spec():
     assert (common == keep & ~rare).all()
     with pytest.raises(BadInputError):
         position_masks(rows, keep, FrequencyTable(counts, "t"), "target")
+
+
+def test_proxy_tables_rank_only_the_types_they_observed():
+    """A proxy corpus says nothing about types it never contains: under `observed_only` the
+    q-th percentile is over observed types and an unobserved type is never rare. Without it a
+    vocabulary mostly unseen by the proxy (Gemma-3: 2/3 of 262k types) has no rare type at
+    q50 under the strict rule."""
+    counts = np.array([0] * 60 + list(range(1, 41)))  # 60 unseen types, 40 seen (counts 1..40)
+    exact = FrequencyTable(counts, "exact")
+    proxy = FrequencyTable(counts, "proxy", observed_only=True)
+    spec = RaritySpec(50.0)
+    assert not rare_vocab(exact, spec).any()  # the cutoff is the unseen types' minimum
+    rare = rare_vocab(proxy, spec)
+    np.testing.assert_array_equal(np.nonzero(rare)[0], np.arange(60, 80))  # counts 1..20
+    assert not rare_vocab(proxy, RaritySpec(50.0, ties="include"))[:60].any()

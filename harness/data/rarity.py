@@ -59,10 +59,13 @@ def rare_vocab(freq: FrequencyTable | np.ndarray, spec: RaritySpec) -> np.ndarra
     """bool [V]. `spec.ties` decides the types tied at the cutoff (every never-seen type has
     the same smoothed p): 'strict' (the original) leaves them out, so the rare fraction can
     fall below q (to 0 when the cutoff is the minimum); 'include' counts them all, so it can
-    exceed q."""
+    exceed q. A proxy table (`observed_only`) ranks only the types its corpus contains."""
     p = _probs(freq)
-    cutoff = np.quantile(p, spec.q / 100.0)
+    seen = freq.counts > 0 if getattr(freq, "observed_only", False) else None
+    cutoff = np.quantile(p if seen is None else p[seen], spec.q / 100.0)
     rare = p < cutoff if spec.ties == "strict" else p <= cutoff
+    if seen is not None:  # a proxy: percentiles over the types it observed, never the others
+        rare &= seen
     if spec.elbow:
         rank = zipf_elbow(p)
         if rank is not None:
