@@ -85,6 +85,7 @@ def _reference(facade, rows, keep, heads, mode, scope):
     ("gpt2", "mean", "single-query"), ("gpt2", "bos", "all-positions"),
     ("neox", "bos", "single-query"), ("neox", "mean", "all-positions"),
     ("llama", "bos", "single-query"), ("llama", "zero", "all-positions"),
+    ("gemma", "bos", "single-query"), ("gemma", "mean", "all-positions"),
 ])
 def test_batched_equals_one_at_a_time(family, data, mode, scope):
     model = _model(family)
