@@ -252,7 +252,10 @@ def _format(res: dict[str, Any]) -> str:
 def _main(args: Any) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    results = [run_bench(f, n_positions=args.positions)
+    # baselines and the float64 check never use more positions than the timed run
+    results = [run_bench(f, n_positions=args.positions,
+                         baseline_positions=min(64, args.positions),
+                         err_positions=min(16, args.positions))
                for f in _models(args.model, device, dtype)]
     for res in results:
         print(_format(res))
