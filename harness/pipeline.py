@@ -336,9 +336,12 @@ def default_spec_for(model_name: str, quick: bool = False, cover_q: float = 50.0
     from harness.models.registry import resolve
 
     common = dict(cover_q=cover_q, cover_which=tuple(cover_which))
-    if resolve(model_name).fixture:
+    spec = resolve(model_name)
+    if spec.fixture:
         return EvalSpec(n_rows=32 if quick else 64, common_budget=200 if quick else 400, **common)
-    return EvalSpec(n_rows=24 if quick else 48, common_budget=150 if quick else 300, **common)
+    budget = spec.common_budget or 300  # a model with a costly closed form sets its own
+    return EvalSpec(n_rows=24 if quick else 48, common_budget=budget // 2 if quick else budget,
+                    **common)
 
 
 def reports_root() -> Path:

@@ -52,6 +52,9 @@ class ModelSpec:
     # A committed self-trained fixture: exact training counts are promised (a missing table is
     # an error, not a silent proxy) and the evaluation set is sized for the fixtures.
     fixture: bool = False
+    # CPU-sized default of sampled common positions when the model's closed form is costly per
+    # position (None: the real-model default in pipeline.default_spec_for).
+    common_budget: int | None = None
 
     @property
     def install_command(self) -> str | None:
@@ -99,7 +102,9 @@ def _registry() -> dict[str, ModelSpec]:
         ModelSpec("smollm2-135m-hf", "llama", hf_id="HuggingFaceTB/SmolLM2-135M"),
         # Base model, 262k vocabulary, Q4_K_M; reassembled from chunk packages (issue 16).
         ModelSpec("gemma3-270m", "gemma", gguf_package=GEMMA3_PACKAGE,
-                  gguf_file="gemma-3-270m-q4_k_m.gguf", gguf_parts=GEMMA3_PARTS),
+                  gguf_file="gemma-3-270m-q4_k_m.gguf", gguf_parts=GEMMA3_PARTS,
+                  # 2048 neurons x 262k types: ~7x SmolLM2's closed-form cost per position
+                  common_budget=100),
         ModelSpec("tiny-gpt2", "gpt2", local_path="fixtures/models/tiny-gpt2", fixture=True),
         ModelSpec("tiny-pythia", "neox", local_path="fixtures/models/tiny-pythia", fixture=True),
         # Trained with a 4,096-type corpus BPE so that its rare tokens are learned (issue 14).

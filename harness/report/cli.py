@@ -96,7 +96,8 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-rows", default=None,
                    help="evaluation rows per model (default: tiny fixtures 64, others 48)")
     p.add_argument("--common-budget", default=None,
-                   help="sampled common positions per model (default: tiny 400, others 300)")
+                   help="sampled common positions per model (default: tiny 400, gemma3-270m 100 "
+                        "(its 262k-type closed form costs ~7x per position), others 300)")
     p.add_argument("--routing-layers", default=RUN_ROUTING_LAYERS,
                    help="claim 3 heads ablated: those of the last K layers (default "
                         f"{RUN_ROUTING_LAYERS}), all, or auto (pytest's default)")
