@@ -20,26 +20,52 @@ Preregistration (direction 'absent'; four verdicts, harness.verdicts; alpha = 0.
   same way; (matched) 200 random groups matched member by member on activation mean, SD and
   share of active positions (drawn from the 5 nearest neurons in percentile space).
   Reported only: 1,000 unmatched random groups (the paper's comparison), module_Q and Louvain
-  Q against all three nulls, weight-shuffle and rotation nulls, other resolutions/seeds,
-  Leiden (BH within that reported family).
+  Q of the group's own subgraph against all three nulls, weight-shuffle and rotation nulls,
+  other resolutions/seeds, signed Leiden (BH within that reported family).
+- Clustering methods (P1 next check 1; harness.analyses.cluster_methods): each fold's test-half
+  layer is partitioned by Louvain and Leiden-modularity (resolution 0.5, 1, 2), Leiden-CPM
+  (0.01, 0.03, 0.1 in r units) and spectral clustering (8, 16, 32 clusters) on the
+  positive-part kNN graph (10 largest positive r per neuron: a module is positive
+  co-activation and leidenalg rejects negative weights; the signed view stays reported), and
+  by average-linkage hierarchical clustering on correlation distance 1 - r (cut at 8, 16, 32
+  clusters). Statistic: the share of the group's pairs in one community (graph methods), the
+  group's silhouette against the cut (hierarchical). Per method x resolution: effect =
+  statistic minus the selection (and matched) null groups' mean, fold-averaged; p = max over
+  folds and both nulls; (1 - 2 alpha) interval from a row bootstrap of the test half with the
+  layer re-partitioned per draw (50 draws; 10 at the CI settings). At the CI settings
+  (--power-reps <= 8) the grid is two values per method (CI_GRID) to keep the suite's cost.
+  SESOIs: co-assignment 0.1 (a tenth more of the group's pairs together than null groups);
+  silhouette 0.1 (a within-group r higher by the r SESOI 0.1 lowers the members' mean
+  distance a by 0.1 at b ~ 1, i.e. silhouette + ~0.1).
 - SESOI (SPEC.sesoi): 0.1 in r.
-- Decision, over the family {selection, matched} x {A->B, B->A}:
-  supported    iff the upper (1 - 2 alpha) bound of the effect (row-bootstrap s.e., t with
-               test rows - 1 df) is below the SESOI in every member - non-superiority, the
-               upper half of the TOST (a group LESS co-activated than a null is no module;
-               the two-sided TOST is reported);
-  refuted      iff the effect is significant (one-sided empirical p <= alpha) in every member
-               and both nulls' fold-mean effects exceed the SESOI - an intersection-union
-               test, so no multiplicity correction is needed (its error rate is <= alpha);
+- Decision. The contrast family {selection, matched} x {A->B, B->A} is one member (its own
+  IUT: significant iff p <= alpha in all four, non-superior iff all four upper bounds < SESOI);
+  every method x resolution is another member (the same IUT over folds and nulls). Family
+  of all members (11 at CI settings, 16 at full): BH over their p. 'refuted' rejects the
+  global null "no method finds a module", where BH controls the family-wise error at alpha
+  as Holm does; Holm could never reject (smallest empirical p 1/201 x 11 members > alpha)
+  and the members, one group's cohesion seen by several methods, are positively dependent
+  (PRDS: BH valid). A method named 'refuted' is an FDR-controlled discovery; one method
+  alone finds a module only if its p <= alpha / 11 (more null draws than the CI's 200):
+  supported    iff every member is non-superior: the upper (1 - 2 alpha) bound (row-bootstrap
+               s.e., t with test rows - 1 df) below its SESOI in every fold and null - an
+               intersection-union test, so no correction (a group LESS co-activated than a
+               null is no module; the contrast's two-sided TOST is reported);
+  refuted      iff some member is significant after BH and its fold-mean excess over both
+               nulls exceeds its SESOI (a module exists for that method);
   inconclusive otherwise, and whenever a validity gate fails: matched balance (max |SMD| <=
                0.25 layer SDs per statistic) or fewer than 8 rows with rare positions in a
-               test half;
+               test half.
+  Per method the same rule over its own resolutions (details['method_verdicts']); the
+  contrast-only decision is kept in details['contrast_decision'];
   untestable   iff rare tokens were not learned (claimkit.apply_precondition; the would-be
                verdict and every number are kept).
-- Power on this run's own data (details['own_power'], --power-reps replicates): the group's
-  real test-half activations get a shared factor that raises its contrast by SESOI x (0.5, 1,
-  2, 4) (clustering.copula_plant: each neuron keeps its activation distribution, so the
-  matching statistics do not move); the null puts a selection-null group in the group's place.
+- Power on this run's own data (details['own_power'], --power-reps replicates) of the WHOLE
+  family's verdict: the group's real test-half activations get a shared factor that raises its
+  contrast by SESOI x (0.5, 1, 2, 4) (clustering.copula_plant: each neuron keeps its activation
+  distribution, so the matching statistics do not move) and every method re-partitions the
+  planted layer (the methods' bootstrap s.e. held at the run's); the null (false-positive
+  rate) puts a selection-null group in the group's place.
 - Synthetic calibration (generated data, not constants): reports/calibration/claim2.{md,json}.
 """
 
@@ -51,9 +77,10 @@ import numpy as np
 import pytest
 
 from harness import pipeline
-from harness.analyses.clustering import (EFFECT_MEASURE, crossfit_analysis, crossfit_own_power,
-                                         crossfit_result)
-from harness.analyses.plots_clustering import plot_nulls
+from harness.analyses.cluster_methods import (CI_GRID, FULL_GRID, family_own_power,
+                                              family_result, method_family)
+from harness.analyses.clustering import EFFECT_MEASURE, crossfit_analysis
+from harness.analyses.plots_clustering import plot_methods, plot_nulls
 from harness.analyses.regimes import plateau_neurons, top_neurons
 from harness.claimkit import apply_precondition, check_verdict, settings_for
 from harness.claimset import ClaimSpec
@@ -84,7 +111,11 @@ PINNED = ("precondition.rare_loss", "contrast", "module_Q", "Q",
           "decision.gates.estimate_exceeds_sesoi.value",
           "decision.conditions.equivalent", "decision.conditions.significant",
           "crossfit.folds.0.k", "crossfit.folds.1.k",
-          "own_power.power", "own_power.fpr")
+          "own_power.power", "own_power.fpr",
+          "contrast_decision.conditions.significant",
+          "methods.1.estimate", "methods.1.p", "methods.1.ci_high",
+          "methods.5.estimate", "methods.7.estimate", "methods.9.estimate",
+          "methods.9.ci_high")
 
 
 def ci_cases(prep, rarity, seed: int):
@@ -116,9 +147,10 @@ def selection(prep, kind: str):
     return (lambda mask: top_neurons(delta, mask, n, sign=sign)), sign
 
 
-def compute(prep, rarity, seed: int, group_kind: str = "plateau-boost", quick: bool = False,
-            power_reps: int = 100):
-    """(TestResult, CrossFit) for one case; None when too few rare positions."""
+def crossfit(prep, rarity, seed: int, group_kind: str = "plateau-boost", quick: bool = False,
+             legacy: bool = True):
+    """The cross-fitted contrast analysis of one case (CrossFit); None when too few rare
+    positions. legacy=False skips the reported Louvain statistics (nothing else changes)."""
     rare, common = prep.masks(rarity)
     if rare.sum() < MIN_RARE or np.unique(prep.influence.row[rare]).size < 4:
         return None
@@ -126,15 +158,31 @@ def compute(prep, rarity, seed: int, group_kind: str = "plateau-boost", quick: b
     acts = pipeline.final_activations(prep)
     inf = prep.influence
     n = 199 if quick else 1000
-    cf = crossfit_analysis(
+    return crossfit_analysis(
         acts, inf.delta, inf.row, rare, common, select, sign=sign, sesoi=SPEC.sesoi.value,
         n_selection=200, n_matched=200, n_random=n, n_boot=200,
         legacy=dict(n_random=n, n_shuffle=n // 10, n_rotation=n // 10, n_boot=50,
-                    n_leiden_check=10 if quick else 20),
+                    n_leiden_check=10 if quick else 20) if legacy else None,
         seed=seed)
-    power = crossfit_own_power(cf, reps=power_reps, seed=seed)
+
+
+def methods(cf, seed: int, power_reps: int, quick: bool = False):
+    """The clustering-method family on a CrossFit (CI grid at the CI settings)."""
+    ci = power_reps <= CI_POWER_REPS
+    return method_family(cf, CI_GRID if ci else FULL_GRID,
+                         n_boot=10 if ci else 20 if quick else 50, seed=seed)
+
+
+def compute(prep, rarity, seed: int, group_kind: str = "plateau-boost", quick: bool = False,
+            power_reps: int = 100):
+    """(TestResult, CrossFit) for one case; None when too few rare positions."""
+    cf = crossfit(prep, rarity, seed, group_kind, quick)
+    if cf is None:
+        return None
+    fam = methods(cf, seed, power_reps, quick)
+    power = family_own_power(cf, fam, reps=power_reps, seed=seed)
     pre = prep.precondition(rarity)  # learnedness on the positions matching the rarity definition
-    return apply_precondition(crossfit_result(cf, power), pre), cf
+    return apply_precondition(family_result(cf, fam, power), pre), cf
 
 
 def test_no_clustering(prepared, rarity, seed, model_name, group_kind, record_claim, figure_dir,
@@ -149,11 +197,16 @@ def test_no_clustering(prepared, rarity, seed, model_name, group_kind, record_cl
     result, cf = out
     figure = plot_nulls(cf, figure_dir / f"nulls-{group_kind}-{rarity.tag}.png", model=model_name,
                         setting=f"rarity {rarity.tag}, {group_kind}", verdict=result.verdict)
+    setting = f"rarity {rarity.tag}, {group_kind}"
+    methods_png = plot_methods(result.details,
+                               figure_dir / f"methods-{group_kind}-{rarity.tag}.png",
+                               model=model_name, setting=setting, verdict=result.verdict)
     record_claim(result, model=model_name, claim=CLAIM, seed=seed,
                  settings=settings_for(prepared, rarity, group=group_kind,
                                        group_size=[int(f.group.size) for f in cf.folds],
                                        power_reps=int(power_reps)),
-                 figures={f"nulls ({group_kind})": figure}, calibration=None,
+                 figures={f"nulls ({group_kind})": figure,
+                          f"clustering methods ({group_kind})": methods_png}, calibration=None,
                  wall_time_s=time.perf_counter() - start)
     check_verdict(request, result, claim=f"{CLAIM}/{group_kind}", model_name=model_name,
                   seed=seed, rarity=rarity, spec=prepared.spec, pinned=PINNED)

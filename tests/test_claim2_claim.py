@@ -24,7 +24,8 @@ def test_spec_states_the_rule(claim):
     assert not hasattr(claim, "CALIBRATION")
     doc = claim.__doc__
     for word in ("supported", "refuted", "inconclusive", "untestable", "Cross-fitting",
-                 "selection", "matched", "SESOI", "own_power"):
+                 "selection", "matched", "SESOI", "own_power", "Clustering methods", "BH",
+                 "silhouette", "CI_GRID"):
         assert word in doc, word
 
 
@@ -49,3 +50,14 @@ def test_tiny_fixture_computes_every_decision_number(claim):
     assert not missing, missing
     assert d["family"][0]["null"] == "selection" and len(d["family"]) == 2
     assert len(d["legacy"]) == 2 and "Q_signed" in d["legacy"][0]
+    # the clustering-method family: contrast + 5 methods x 2 resolutions (CI grid), BH
+    from harness.analyses.cluster_methods import CI_GRID, METHODS
+
+    assert [r["method"] for r in d["methods"]] == ["contrast"] + [
+        m for m in METHODS for _ in CI_GRID[m]]
+    assert set(d["method_verdicts"]) == {"contrast", *METHODS}
+    assert d["contrast_decision"]["verdict"] == cf.decision.verdict
+    for r in d["methods"]:
+        assert r["q_bh"] >= r["p"] and r["ci_low"] <= r["estimate"] <= r["ci_high"], r
+    assert d["decision"]["verdict"] == "untestable" and "BH" in d["correction"]
+    assert len(d["methods_table"]["rows"]) == 1 + len(METHODS)

@@ -94,3 +94,30 @@ def plot_nulls(cf: CrossFit, path: str | Path, *, model: str | None = None,
                                     f"{1 - 2 * cf.alpha:.0%} interval"), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_methods(details: dict, path: str | Path, *, model: str | None = None,
+                 setting: str | None = None, verdict: str | None = None) -> Path:
+    """Claim 2's verdict family, one line per method x resolution: the excess over the
+    selection null in SESOI units (each member's SESOI: r for the contrast, pair share for
+    the graph methods, silhouette for hierarchical) with its (1 - 2 alpha) interval, BH q in
+    the label; dashed at +1 SESOI (refuted needs the excess beyond it, supported the whole
+    interval below it)."""
+    rows = details["methods"]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        s = r["sesoi"]
+        colour = "tab:red" if r["finds_module"] else "k"
+        ax.plot([r["ci_low"] / s, r["ci_high"] / s], [yi, yi], color=colour, lw=2)
+        ax.plot(r["estimate"] / s, yi, "o", color=colour)
+    ax.set_yticks(y, [f"{r['method']} {'' if r['resolution'] is None else r['resolution']} "
+                      f"(q {r['q_bh']:.2g})" for r in rows], fontsize=8)
+    for x in (-1.0, 1.0):
+        ax.axvline(x, color="k", ls="--", lw=1)
+    ax.axvline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("excess over the selection null (SESOI units)")
+    fig.suptitle(figure_title("Claim 2, clustering methods", model=model, setting=setting,
+                              verdict=verdict or details["decision"]["verdict"]), fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -324,6 +324,7 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
                                              "FPR", "verdict", "test",
                                              "time s (own + prep.)"],
                               tablefmt="github", disable_numparse=True))
+        parts.append(_detail_tables(mine))
         parts.append(_figures_block(mine))
         parts.append(_settings_block(mine))
     if _paper_numbers(key):
@@ -332,6 +333,18 @@ def _claim_section(key: str, records: list[dict], q: dict, results: dict) -> str
     parts.append(_skips_block([e for e in results["skipped"] if e["claim"] == key],
                               [e for e in results["errors"] if e["claim"] == key]))
     return "\n\n".join(p for p in parts if p)
+
+
+def _detail_tables(records: list[dict]) -> str:
+    """A claim's own compact table (details['methods_table']: headers, rows, caption), e.g.
+    claim 2's per-clustering-method verdicts; one per record."""
+    out = []
+    for r in records:
+        t = (r["result"].get("details") or {}).get("methods_table")
+        if isinstance(t, dict) and t.get("rows"):
+            out.append(f"**{_who(r)}: {t.get('caption', '')}**\n\n" + tabulate(
+                t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True))
+    return "\n\n".join(out)
 
 
 def _figures_block(records: list[dict]) -> str:
