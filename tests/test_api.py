@@ -98,9 +98,11 @@ def test_read_results_bad_file(tmp_path):
 
 def test_list_claims_with_sesoi():
     claims = harness.list_claims()
-    assert list(claims.index) == ["dual-regimes", "no-clustering", "no-routing", "coordination"]
-    assert list(claims["number"]) == [1, 2, 3, 4]
-    assert list(claims["direction"]) == ["exists", "absent", "absent", "exists"]
+    assert list(claims.index) == ["dual-regimes", "no-clustering", "no-routing", "coordination",
+                                  "heavy-tails", "necessity"]
+    assert list(claims["number"]) == [1, 2, 3, 4, 5, 6]
+    assert list(claims["direction"]) == ["exists", "absent", "absent", "exists", "exists",
+                                         "exists"]
     assert (claims["sesoi"] > 0).all()
     assert claims["sesoi_measure"].str.len().gt(0).all()
     assert claims["sesoi_why"].str.len().gt(0).all()

@@ -17,7 +17,7 @@ from harness.data.tokenizer import fixtures_dir
 from harness.stats.result import VERDICTS
 
 CLAIMS = ["dual-regimes", "no-clustering/plateau-boost", "no-routing/bos", "no-routing/zero",
-          "no-routing/mean", "coordination", "heavy-tails"]
+          "no-routing/mean", "coordination", "heavy-tails", "necessity"]
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-pythia"])
