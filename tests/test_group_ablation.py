@@ -11,7 +11,7 @@ import torch
 from harness.ablation.bench import ModelShape, random_model
 from harness.ablation.group import ablate_groups, restore_groups
 from harness.ablation.hooked import token_losses
-from harness.ablation.neuron import neuron_ablation_delta, prepare_closed_form
+from harness.ablation.neuron import closed_form_delta, closed_form_for, prepare_closed_form
 from harness.errors import BadInputError
 
 pytestmark = pytest.mark.tiny
@@ -28,6 +28,10 @@ def _model(family: str, tied: bool, seed: int):
         norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=gen))
         if getattr(norm, "bias", None) is not None:
             norm.bias.copy_(0.3 * torch.randn(norm.bias.shape, generator=gen))
+        if family == "gemma":  # its post-MLP norm, scale 1 + w
+            post = facade.hf_model.get_submodule(
+                f"model.layers.{facade.n_layers - 1}.post_feedforward_layernorm")
+            post.weight.copy_(0.5 * torch.randn(post.weight.shape, generator=gen))
     return facade
 
 
@@ -44,9 +48,9 @@ def _hooked_loss(facade, tokens: torch.Tensor, neurons: torch.Tensor, values: to
 
 
 @pytest.mark.parametrize("family,tied", [("gpt2", True), ("neox", False), ("llama", False),
-                                         ("llama", True)])
+                                         ("llama", True), ("gemma", True)])
 def test_group_closed_form_equals_hooked_forward(family, tied):
-    seed = {"gpt2": 1, "neox": 2, "llama": 3}[family] + 10 * tied
+    seed = {"gpt2": 1, "neox": 2, "llama": 3, "gemma": 5}[family] + 10 * tied
     facade = _model(family, tied, seed)
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, VOCAB, (2, 10), generator=gen)
@@ -57,8 +61,7 @@ def test_group_closed_form_equals_hooked_forward(family, tied):
     resid, acts, targets = final.resid[r, t], final.post[r, t], tokens[r, t + 1]
     mu = final.post.reshape(-1, D_MLP).mean(0).double()
     groups = torch.stack([torch.randperm(D_MLP, generator=gen)[:6] for _ in range(3)])
-    op = prepare_closed_form(facade.W_out, facade.W_U, facade.b_U, facade.final_norm,
-                             dtype=torch.float64)
+    op = closed_form_for(facade, dtype=torch.float64)  # Gemma: with its post-MLP norm
     clean, nec = ablate_groups(op, resid, acts, targets, mu, groups, block_elements=2 * 18 *
                                VOCAB)  # two groups per block: the blocking is exercised
     all_abl, suf = restore_groups(op, resid, acts, targets, mu, groups,
@@ -78,8 +81,7 @@ def test_group_closed_form_equals_hooked_forward(family, tied):
     # the interventions are not trivially small, and a group of one is the single-neuron form
     assert nec.abs().max() > 0.05 and (all_abl - clean).abs().max() > 0.05
     one = ablate_groups(op, resid, acts, targets, mu, groups[:, :1])[1]
-    single = neuron_ablation_delta(resid, acts, targets, facade.W_out, facade.W_U, facade.b_U,
-                                   facade.final_norm, mu, dtype=torch.float64)
+    single = closed_form_delta(op, resid, acts, targets, mu)
     torch.testing.assert_close(one.T, single[:, groups[:, 0]].double(), atol=1e-5, rtol=0)
 
 

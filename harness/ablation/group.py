@@ -50,15 +50,46 @@ class Base:
     loss: Tensor    # [P] CE of the target
     y_t: Tensor     # [P] y at the target
     targets: Tensor  # [P]
+    mlp: Tensor | None = None  # [P, d] Gemma: the last MLP's output before its post-norm
 
 
-def _base(op: ClosedForm, x: Tensor, targets: Tensor) -> Base:
-    """x: the (already centred, for LayerNorm) float64 residual."""
+def _base(op: ClosedForm, x: Tensor, targets: Tensor, mlp: Tensor | None = None) -> Base:
+    """x: the (already centred, for LayerNorm) float64 residual; mlp: the MLP output before
+    a post-MLP norm (op.post, Gemma), else None."""
     s = torch.sqrt((x * x).mean(-1) + op.eps)
     y = (x / s[:, None]) @ op.U
     logp = torch.log_softmax(y + op.bias, -1)
     t = targets[:, None]
-    return Base(x, s, y, logp, -logp.gather(1, t)[:, 0], y.gather(1, t)[:, 0], targets)
+    return Base(x, s, y, logp, -logp.gather(1, t)[:, 0], y.gather(1, t)[:, 0], targets, mlp)
+
+
+def _post_out(op: ClosedForm, mlp: Tensor) -> Tensor:
+    """g2 m / sigma(m): what the last MLP adds to the residual through Gemma's post-norm."""
+    sig = torch.sqrt((mlp * mlp).mean(-1, keepdim=True) + op.post.eps)
+    return op.post.gamma * mlp / sig
+
+
+def _post_terms(op: ClosedForm, base: Base, groups: Tensor, coef: Tensor):
+    """Gemma (module docstring of neuron.py): the group's raw change c W_G passes the post-MLP
+    RMSNorm, so the residual moves by alpha u + sum_i beta_i w^_i with u the clean post-norm
+    output, alpha = sigma/sigma' - 1, beta = c/sigma'. Returns (q, beta, alpha) [B, P(, k)]."""
+    m, d = base.mlp, op.d_model
+    sig2 = (m * m).mean(-1) + op.post.eps                       # [P]
+    sig = torch.sqrt(sig2)
+    u = op.post.gamma * m / sig[:, None]
+    Wr = op.post.W_full[groups]                                 # [B, k, d] raw rows
+    q2 = (2.0 * (coef * torch.einsum("pd,bkd->bpk", m, Wr)).sum(-1)
+          + torch.einsum("bpk,bkl,bpl->bp", coef, Wr @ Wr.transpose(1, 2), coef)) / d
+    sig_new = torch.sqrt(sig2[None] + q2)
+    alpha = -q2 / (sig_new * (sig[None] + sig_new))
+    beta = coef / sig_new[..., None]
+    Wg = op.W[groups]                                           # [B, k, d] g2-scaled rows
+    ru, uu = (base.x * u).sum(-1), (u * u).sum(-1)
+    q = (2.0 * alpha * ru[None] + 2.0 * (beta * torch.einsum("pd,bkd->bpk", base.x, Wg)).sum(-1)
+         + alpha * alpha * uu[None]
+         + 2.0 * alpha * (beta * torch.einsum("pd,bkd->bpk", u, Wg)).sum(-1)
+         + torch.einsum("bpk,bkl,bpl->bp", beta, Wg @ Wg.transpose(1, 2), beta)) / d
+    return q, beta, alpha, u
 
 
 def _centred(op: ClosedForm, resid: Tensor) -> Tensor:
@@ -92,16 +123,25 @@ def group_delta(op: ClosedForm, base: Base, groups: Tensor, coef: Tensor,
     Wt = op.W @ op.U[:, base.targets]                          # [m, P] G[j, target_p], float64
     logp, y = base.logp.to(dt), base.y.to(dt)
     lse0 = torch.logsumexp(logp, -1).to(torch.float64)         # same routine as the ablated rows
-    Wg_all = op.W[groups]                                      # [n_g, k, d]
-    xw = torch.einsum("pd,bkd->bpk", base.x, Wg_all)
-    gram = Wg_all @ Wg_all.transpose(1, 2)                     # [n_g, k, k]
-    q = (2.0 * (coef * xw).sum(-1) + torch.einsum("bpk,bkl,bpl->bp", coef, gram, coef)
-         ) / op.d_model
+    h = eta = None
+    if op.post is None:
+        Wg_all = op.W[groups]                                  # [n_g, k, d]
+        xw = torch.einsum("pd,bkd->bpk", base.x, Wg_all)
+        gram = Wg_all @ Wg_all.transpose(1, 2)                 # [n_g, k, k]
+        q = (2.0 * (coef * xw).sum(-1) + torch.einsum("bpk,bkl,bpl->bp", coef, gram, coef)
+             ) / op.d_model
+    else:
+        q, coef, alpha, u = _post_terms(op, base, groups, coef)
     s_new = torch.sqrt(base.s[None] ** 2 + q)
     rho_m1 = -q / (s_new * (base.s[None] + s_new))             # s/s' - 1 without cancellation
     kappa = 1.0 / s_new
     cg_t = torch.einsum("bpk,bkp->bp", coef, Wt[groups])       # (c G_G) at the target
     shift_t = rho_m1 * base.y_t[None] + kappa * cg_t
+    if op.post is not None:  # the extra direction h = u U, coefficient alpha / s'
+        h64 = u @ op.U
+        eta = alpha * kappa
+        shift_t = shift_t + eta * h64.gather(1, base.targets[:, None])[:, 0][None]
+        h, eta = h64.to(dt), eta.to(dt)
     ck, rho = (coef * kappa[..., None]).to(dt), rho_m1.to(dt)
     # cache-sized [groups, positions, V] blocks: ~3x faster on CPU than 64 MB ones (measured)
     pc = min(P, max(1, block_elements // V))
@@ -113,6 +153,8 @@ def group_delta(op: ClosedForm, base: Base, groups: Tensor, coef: Tensor,
             # log p + (z' - z) = log p + rho y + (c kappa) G_G: one block, two passes
             dz = torch.addcmul(logp[None, ps], rho[gs, ps, None], y[None, ps])
             dz.baddbmm_(ck[gs, ps], Gg)
+            if h is not None:
+                dz.addcmul_(eta[gs, ps, None], h[None, ps])
             out[gs, ps] = torch.logsumexp(dz, -1).to(torch.float64)
     return out - lse0[None] - shift_t
 
@@ -126,7 +168,8 @@ def ablate_groups(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
     groups = torch.as_tensor(groups, dtype=torch.long)
     acts, values = acts.to(op.U.device, torch.float64), values.to(op.U.device, torch.float64)
     _check(op, acts, values, groups)
-    base = _base(op, _centred(op, resid), targets.to(op.U.device, torch.long))
+    mlp = None if op.post is None else op.post.mlp_out(acts)
+    base = _base(op, _centred(op, resid), targets.to(op.U.device, torch.long), mlp)
     coef = (values[None, :] - acts)[:, groups.to(op.U.device)].permute(1, 0, 2)  # [B, P, k]
     return base.loss, group_delta(op, base, groups, coef, block_elements)
 
@@ -139,7 +182,13 @@ def restore_groups(op: ClosedForm, resid: Tensor, acts: Tensor, targets: Tensor,
     groups = torch.as_tensor(groups, dtype=torch.long)
     acts, values = acts.to(op.U.device, torch.float64), values.to(op.U.device, torch.float64)
     _check(op, acts, values, groups)
-    x_all = _centred(op, resid) + (values[None, :] - acts) @ op.W   # op.W is centred already
-    base = _base(op, x_all, targets.to(op.U.device, torch.long))
+    if op.post is None:
+        x_all = _centred(op, resid) + (values[None, :] - acts) @ op.W  # op.W is centred already
+        mlp_all = None
+    else:  # Gemma: swap the post-norm output of the real MLP for that of the all-mu one
+        mlp_all = op.post.mlp_out(values[None, :].expand_as(acts))
+        x_all = (_centred(op, resid) - _post_out(op, op.post.mlp_out(acts))
+                 + _post_out(op, mlp_all))
+    base = _base(op, x_all, targets.to(op.U.device, torch.long), mlp_all)
     coef = (acts - values[None, :])[:, groups.to(op.U.device)].permute(1, 0, 2)
     return base.loss, group_delta(op, base, groups, coef, block_elements)

@@ -127,11 +127,11 @@ def measure(prep, rare: np.ndarray, common: np.ndarray, folds: list[tuple], *, n
     """The joint ablations of every fold's plateau, random and matched groups (necessity) and
     the restorations of the plateau and random groups (sufficiency) on its test half."""
     from harness.ablation.group import ablate_groups, restore_groups
-    from harness.ablation.neuron import prepare_closed_form
+    from harness.ablation.neuron import closed_form_for
     from harness.pipeline import final_activations
 
     fac, inf = prep.facade, prep.influence
-    op = prepare_closed_form(fac.W_out, fac.W_U, fac.b_U, fac.final_norm, dtype=dtype)
+    op = closed_form_for(fac, dtype=dtype)  # final norm, unembedding, Gemma's post-MLP norm
     resid = final_resid(prep)
     acts = final_activations(prep)
     mu = torch.from_numpy(np.asarray(prep.extras["mean_act_all"], dtype=np.float64))
