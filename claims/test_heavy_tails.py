@@ -45,15 +45,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 
-from harness import pipeline
-from harness.analyses.clustering import crossfit_analysis
 from harness.analyses.heavy_tails import (EFFECT_MEASURE, heavy_tails_analysis,
                                           heavy_tails_result, mlp_rows, own_power, plot_tails)
-from harness.analyses.regimes import plateau_neurons
-from harness.claimkit import apply_precondition, check_verdict, settings_for
+from harness.claimkit import (apply_precondition, check_verdict, first_result,
+                              plateau_crossfit, settings_for)
 from harness.claimset import ClaimSpec
 from harness.verdicts import Sesoi
 
@@ -85,24 +82,14 @@ PINNED = ("precondition.rare_loss", "alpha_group.input-mle", "alpha_group.input-
 
 def ci_cases(prep, rarity, seed: int):
     """(golden key, compute(prep)) of every case `pytest claims` runs at the CI settings."""
-    yield CLAIM, lambda p: _first(compute(p, rarity, seed, power_reps=CI_POWER_REPS))
-
-
-def _first(out):
-    return None if out is None else out[0]
+    yield CLAIM, lambda p: first_result(compute(p, rarity, seed, power_reps=CI_POWER_REPS))
 
 
 def compute(prep, rarity, seed: int, quick: bool = False, power_reps: int = 100):
     """(TestResult, HeavyTails) for one case; None when too few rare positions."""
-    rare, common = prep.masks(rarity)
-    if rare.sum() < MIN_RARE or np.unique(prep.influence.row[rare]).size < 4:
+    cf = plateau_crossfit(prep, rarity, seed, MIN_RARE)
+    if cf is None:
         return None
-    inf = prep.influence
-    cf = crossfit_analysis(
-        pipeline.final_activations(prep), inf.delta, inf.row, rare, common,
-        lambda mask: plateau_neurons(inf.delta, mask, sign="boost", method="fixed"),
-        sign="boost", n_selection=200, n_matched=2, n_random=2, n_boot=2, legacy=None,
-        graph_stats=False, seed=seed)
     n = 199 if quick else 1000
     ht = heavy_tails_analysis(cf, mlp_rows(prep.facade), sesoi=SPEC.sesoi.value, n_matched=n,
                               n_random=n, n_boot=200, seed=seed)

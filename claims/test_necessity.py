@@ -42,7 +42,7 @@ import pytest
 
 from harness.analyses import necessity as nx
 from harness.analyses.regimes import plateau_neurons
-from harness.claimkit import apply_precondition, check_verdict, settings_for
+from harness.claimkit import apply_precondition, check_verdict, first_result, settings_for
 from harness.claimset import ClaimSpec
 from harness.verdicts import Sesoi
 
@@ -72,11 +72,7 @@ PINNED = ("precondition.rare_loss", "increase_rare", "random_increase_rare", "pe
 
 def ci_cases(prep, rarity, seed: int):
     """(golden key, compute(prep)) of every case `pytest claims` runs at the CI settings."""
-    yield CLAIM, lambda p: _first(compute(p, rarity, seed, power_reps=CI_POWER_REPS))
-
-
-def _first(out):
-    return None if out is None else out[0]
+    yield CLAIM, lambda p: first_result(compute(p, rarity, seed, power_reps=CI_POWER_REPS))
 
 
 def compute(prep, rarity, seed: int, quick: bool = False, power_reps: int = 100):

@@ -82,7 +82,7 @@ from harness.analyses.cluster_methods import (CI_GRID, FULL_GRID, family_own_pow
 from harness.analyses.clustering import EFFECT_MEASURE, crossfit_analysis
 from harness.analyses.plots_clustering import plot_methods, plot_nulls
 from harness.analyses.regimes import plateau_neurons, top_neurons
-from harness.claimkit import apply_precondition, check_verdict, settings_for
+from harness.claimkit import apply_precondition, check_verdict, first_result, settings_for
 from harness.claimset import ClaimSpec
 from harness.verdicts import Sesoi
 
@@ -120,12 +120,8 @@ PINNED = ("precondition.rare_loss", "contrast", "module_Q", "Q",
 
 def ci_cases(prep, rarity, seed: int):
     """(golden key, compute(prep)) of every case `pytest claims` runs at the CI settings."""
-    yield f"{CLAIM}/plateau-boost", lambda p: _first(
+    yield f"{CLAIM}/plateau-boost", lambda p: first_result(
         compute(p, rarity, seed, "plateau-boost", power_reps=CI_POWER_REPS))
-
-
-def _first(out):
-    return None if out is None else out[0]
 
 
 def pytest_generate_tests(metafunc):

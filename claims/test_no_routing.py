@@ -86,7 +86,8 @@ from harness.analyses.plots_routing import plot_rare_common_scatter, plot_select
 from harness.analyses.regimes import plateau_neurons
 from harness.analyses.routing import SESOI, RoutingAnalysis, group_influence
 from harness.claimkit import (DEFAULT_ROUTING_SCOPE, ROUTING_DEEP_LAYERS, apply_precondition,
-                              check_verdict, layers_label, resolve_routing_layers,
+                              check_verdict, first_result, layers_label,
+                              resolve_routing_layers,
                               resolve_routing_rows, routing_variant, settings_for)
 from harness.claimset import ClaimSpec
 from harness.errors import BadInputError
@@ -126,12 +127,8 @@ def ci_cases(prep, rarity, seed: int):
     rows, last_k = default_sizes(prep, quick=False)
     for mode in MODES:
         yield (f"{CLAIM}/{mode}",
-               lambda p, mode=mode: _first(compute(p, rarity, seed, mode, rows, last_k,
+               lambda p, mode=mode: first_result(compute(p, rarity, seed, mode, rows, last_k,
                                                    power_reps=CI_POWER_REPS)))
-
-
-def _first(out):
-    return None if out is None else out[0]
 
 
 def cross_fit_folds(n_eval_rows: int, rows, seed: int) -> np.ndarray:

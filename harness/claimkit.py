@@ -25,6 +25,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness import goldens
@@ -264,3 +265,31 @@ def parse_eval_overrides(eval_rows=None, common_budget=None) -> dict[str, int]:
         out["common_budget"] = _positive_int("--common-budget", common_budget,
                                              "a positive integer (sampled common positions)")
     return out
+
+
+def first_result(out):
+    """The TestResult of a claim's compute() output (result, analysis), or None (no case)."""
+    return None if out is None else out[0]
+
+
+def plateau_crossfit(prep, rarity: RaritySpec, seed: int, min_rare: int):
+    """Claim 2's cross-fit of the plateau group (selected on one row half, measured on the
+    other, with its selection null), as claims 4 and 5 build on it; None when fewer than
+    `min_rare` rare positions or 4 rows hold them. Memoised on the Prepared, so the selection
+    null is computed once per (rarity, seed) however many claims use it."""
+    from harness import pipeline
+    from harness.analyses.clustering import crossfit_analysis
+    from harness.analyses.regimes import plateau_neurons
+
+    rare, common = prep.masks(rarity)
+    inf = prep.influence
+    if rare.sum() < min_rare or np.unique(inf.row[rare]).size < 4:
+        return None
+    key = ("plateau_crossfit", rarity.tag, seed)
+    if key not in prep.extras:
+        prep.extras[key] = crossfit_analysis(
+            pipeline.final_activations(prep), inf.delta, inf.row, rare, common,
+            lambda mask: plateau_neurons(inf.delta, mask, sign="boost", method="fixed"),
+            sign="boost", n_selection=200, n_matched=2, n_random=2, n_boot=2, legacy=None,
+            graph_stats=False, seed=seed)
+    return prep.extras[key]
