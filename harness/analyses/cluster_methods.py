@@ -36,9 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.analyses.clustering import (CrossFit, FOLD_KEYS, _t_quantile, copula_plant,
+from harness.analyses.clustering import (CrossFit, FOLD_KEYS, _t_quantile, combine_folds,
                                          crossfit_result, crossfit_validity, fold_statistics,
-                                         combine_folds, plant_curve, plant_for)
+                                         null_state, planted_state, power_curves,
+                                         statistics_kwargs)
 from harness.analyses.communities import _compact
 from harness.analyses.graphs import correlation_matrix
 from harness.stats.bootstrap import resample_weights
@@ -374,9 +375,7 @@ def family_own_power(cf: CrossFit, fam: MethodFamily, *, reps: int, seed: int = 
     data are unchanged; only the group differs)."""
     from harness.stats.own_power import own_data_power
 
-    curve_rng = np.random.default_rng([seed, 77])
-    curves = [plant_curve(fold.x, fold.sd, fold.view, fold.group, fold.x[:, fold.group],
-                          curve_rng) for fold in cf.folds]
+    curves = power_curves(cf, seed)
     base_labels = [partitions(fold.view.base, fam.grid, seed) for fold in cf.folds]
 
     def decide(state: dict) -> str:
@@ -386,7 +385,7 @@ def family_own_power(cf: CrossFit, fam: MethodFamily, *, reps: int, seed: int = 
                                             base_labels):
             st = fold_statistics(fold, rng=rng, n_matched=n_matched, n_boot=n_boot,
                                  n_cand=cf.settings["n_cand"], keep_nulls=True,
-                                 **{k: v for k, v in kw.items() if k != "drop"})
+                                 **statistics_kwargs(kw))
             per.append(st)
             view = kw.get("view", fold.view)
             corr = _full_corr(view)
@@ -401,23 +400,10 @@ def family_own_power(cf: CrossFit, fam: MethodFamily, *, reps: int, seed: int = 
                        combine_folds(per, cf.sesoi, cf.alpha), per).decision.verdict
 
     def null(rng: np.random.Generator) -> dict:
-        folds = []
-        for fold in cf.folds:
-            b = int(rng.integers(len(fold.selection)))
-            folds.append({"group": fold.selection[b], "drop": b,
-                          "selection_c": np.delete(fold.selection_c, b)})
-        return {"rng": rng, "folds": folds}
+        return null_state(cf, rng)
 
     def plant(rng: np.random.Generator, effect: float) -> dict:
-        folds = []
-        for fold, (loads, rise) in zip(cf.folds, curves):
-            g = fold.group
-            xg = copula_plant(fold.x[:, g], plant_for(effect, loads, rise),
-                              rng.standard_normal(fold.x.shape[0]))
-            view = fold.view.planted(fold.x, fold.sd, g, xg)
-            folds.append({"group": g, "view": view, "xg": xg,
-                          "selection_c": view.contrast(fold.selection)[0]})
-        return {"rng": rng, "folds": folds}
+        return planted_state(cf, curves, rng, effect)
 
     how = ("whole-family verdict (contrast + every method x resolution, BH); plant: "
            "copula_plant of a shared factor into the group's real test-half activations "

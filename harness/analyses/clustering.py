@@ -1098,6 +1098,44 @@ def _bh_reported(rows: list[dict], alpha: float) -> list[dict]:
     return out
 
 
+def power_curves(cf: CrossFit, seed: int) -> list:
+    """Per fold, plant_curve of the group's real test-half activations: the loadings that
+    raise its contrast by a given effect (own-data power of claim 2 and its method family)."""
+    curve_rng = np.random.default_rng([seed, 77])
+    return [plant_curve(fold.x, fold.sd, fold.view, fold.group, fold.x[:, fold.group],
+                        curve_rng) for fold in cf.folds]
+
+
+def null_state(cf: CrossFit, rng: np.random.Generator) -> dict:
+    """A null replicate: in each fold one selection-null group in the group's place ('drop':
+    its index among the selection draws), tested against the other draws."""
+    folds = []
+    for fold in cf.folds:
+        b = int(rng.integers(len(fold.selection)))
+        folds.append({"group": fold.selection[b], "drop": b,
+                      "selection_c": np.delete(fold.selection_c, b)})
+    return {"rng": rng, "folds": folds}
+
+
+def planted_state(cf: CrossFit, curves: list, rng: np.random.Generator, effect: float) -> dict:
+    """A planted replicate: copula_plant of a shared factor into each fold's group, with the
+    loading that raises its contrast by `effect` (power_curves), and the planted view."""
+    folds = []
+    for fold, (loads, rise) in zip(cf.folds, curves):
+        g = fold.group
+        xg = copula_plant(fold.x[:, g], plant_for(effect, loads, rise),
+                          rng.standard_normal(fold.x.shape[0]))
+        view = fold.view.planted(fold.x, fold.sd, g, xg)
+        folds.append({"group": g, "view": view, "xg": xg,
+                      "selection_c": view.contrast(fold.selection)[0]})
+    return {"rng": rng, "folds": folds}
+
+
+def statistics_kwargs(fold_state: dict) -> dict:
+    """A replicate fold's state as fold_statistics keyword arguments (without 'drop')."""
+    return {k: v for k, v in fold_state.items() if k != "drop"}
+
+
 def crossfit_own_power(cf: CrossFit, *, reps: int, seed: int = 0,
                        factors: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0), n_matched: int = 100,
                        n_boot: int = 50):
@@ -1114,38 +1152,23 @@ def crossfit_own_power(cf: CrossFit, *, reps: int, seed: int = 0,
     draws; no Louvain/legacy statistics, which do not enter the verdict)."""
     from harness.stats.own_power import own_data_power
 
-    curve_rng = np.random.default_rng([seed, 77])
-    curves = [plant_curve(fold.x, fold.sd, fold.view, fold.group, fold.x[:, fold.group],
-                          curve_rng) for fold in cf.folds]
+    curves = power_curves(cf, seed)
 
     def decide(state: dict) -> str:
         rng = state["rng"]
         per = []
         for fold, kw in zip(cf.folds, state["folds"]):
             st = fold_statistics(fold, rng=rng, n_matched=n_matched, n_boot=n_boot,
-                                 n_cand=cf.settings["n_cand"], **kw)
+                                 n_cand=cf.settings["n_cand"], **statistics_kwargs(kw))
             per.append(st)
         return decide_family(combine_folds(per, cf.sesoi, cf.alpha), per, cf.sesoi,
                              cf.alpha).verdict
 
     def null(rng: np.random.Generator) -> dict:
-        folds = []
-        for fold in cf.folds:
-            b = int(rng.integers(len(fold.selection)))
-            folds.append({"group": fold.selection[b],
-                          "selection_c": np.delete(fold.selection_c, b)})
-        return {"rng": rng, "folds": folds}
+        return null_state(cf, rng)
 
     def plant(rng: np.random.Generator, effect: float) -> dict:
-        folds = []
-        for fold, (loads, rise) in zip(cf.folds, curves):
-            g = fold.group
-            xg = copula_plant(fold.x[:, g], plant_for(effect, loads, rise),
-                              rng.standard_normal(fold.x.shape[0]))
-            view = fold.view.planted(fold.x, fold.sd, g, xg)
-            folds.append({"group": g, "view": view, "xg": xg,
-                          "selection_c": view.contrast(fold.selection)[0]})
-        return {"rng": rng, "folds": folds}
+        return planted_state(cf, curves, rng, effect)
 
     base_c = ", ".join(f"{f['contrast']:+.3f}" for f in cf.per_fold)
     reach = min(float(r[-1]) for _, r in curves)
