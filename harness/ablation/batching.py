@@ -57,6 +57,7 @@ def with_oom_backoff(step: Callable[[int], T], size: int, what: str = "chunk") -
             if not is_oom(exc) or size <= 1:
                 raise
             size = max(1, size // 2)
-            log.warning("out of memory; retrying with %s size %d", what, size)
+            log.warning("out of memory; retrying with %s size %d (finished work is kept)",
+                        what, size)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.ablation.batching import with_oom_backoff
 from harness.errors import BadInputError
 
 Mode = Literal["bos", "zero", "mean"]
+Method = Literal["auto", "joint", "prefix"]
+METHODS = ("auto", "joint", "prefix")
 Scope = Literal["all-positions", "single-query"]
 MODES = ("bos", "zero", "mean")
 SCOPES = ("all-positions", "single-query")
@@ -189,15 +192,119 @@ def _ablation_hook(mode: str, heads: Tensor, queries: Tensor, value: Tensor | No
     return hook
 
 
+def _resolve_method(facade: Any, scope: str, method: str) -> str:
+    """'joint' or 'prefix' for single-query ('auto': joint where the family has it); all-positions
+    runs the hooked forward ('prefix' stands for it)."""
+    from harness.ablation.single_query import FAMILIES, supports
+
+    if method not in METHODS:
+        raise BadInputError(f"method={method!r}; use one of {METHODS}")
+    if scope == "all-positions":
+        return "prefix"
+    if method == "joint" and not supports(facade):
+        raise BadInputError(f"method='joint' is implemented for {', '.join(FAMILIES)}, not "
+                            f"{facade.family!r}; use method='prefix'")
+    if method == "auto":
+        return "joint" if supports(facade) else "prefix"
+    return method
+
+
+def _hooked_chunk(facade: Any, skipper: _BlockSkipper, cache: dict, layer: int, chunk: list,
+                  heads: list, mode: str, kind: str, means: dict, scope: str,
+                  seq_len: int) -> tuple[Tensor, Tensor]:
+    """(last hook_post, last residual) of the chunk's jobs by hooked bridge forwards from
+    `layer`: the head edited at its query (prefix up to it) or at every query."""
+    hi = torch.tensor([heads[i][1] for i, _, _ in chunk])
+    ri = torch.tensor([r for _, r, _ in chunk])
+    qi = torch.tensor([t for _, _, t in chunk])
+    length = int(qi.max()) + 1 if scope == "single-query" else seq_len
+    dev = cache["resid"].device
+    resid = cache[f"blocks.{layer}.hook_resid_pre"][ri.to(dev), :length]
+    post: dict[str, Tensor] = {}
+
+    def grab(act: Tensor, hook: Any) -> Tensor:
+        post["post"] = act.detach()
+        return act
+
+    def grab_resid(act: Tensor, hook: Any) -> Tensor:
+        post["resid"] = act.detach()
+        raise _StopForward  # the unembedding runs in _record, at measured positions only
+
+    value = means[layer] if mode == "mean" else None
+    hooks = [(facade.attn_hook(layer, kind), _ablation_hook(mode, hi, qi, value)),
+             (facade.hook_post, grab), (facade.hook_resid_post, grab_resid)]
+    with torch.no_grad(), skipper.skip_before(layer):
+        try:
+            facade.bridge.run_with_hooks(resid, fwd_hooks=hooks, start_at_layer=layer,
+                                         return_type="logits")
+        except _StopForward:
+            pass
+    return post["post"], post["resid"]
+
+
+def _joint_chunk(stack: Any, facade: Any, cache: dict, layer: int, chunk: list, heads: list,
+                 mode: str, means: dict, kv: list, length: int) -> tuple[Tensor, Tensor]:
+    """(last hook_post, last residual) where position t holds the single-query ablation of the
+    job's head at query t (harness.ablation.single_query: one forward for all queries)."""
+    from harness.ablation.single_query import Edit
+
+    dev = cache["resid"].device
+    hi = torch.tensor([heads[i][1] for i, _, _ in chunk])
+    ri = torch.tensor([r for _, r, _ in chunk]).to(dev)
+    x = cache[f"blocks.{layer}.hook_resid_pre"][ri, :length]
+    if mode == "bos":
+        fill = None
+    elif mode == "zero":
+        fill = torch.zeros(len(chunk), stack.d_head, dtype=x.dtype, device=dev)
+    else:
+        fill = means[layer].to(dev, x.dtype)[hi.to(dev)]
+    with torch.no_grad():
+        return stack.single_query_from(layer, x, Edit(hi, fill),
+                                       [(k[ri], v[ri]) for k, v in kv])
+
+
+def _record(chunk: list, post_all: Tensor, out: Tensor, scope: str, bkeep: np.ndarray,
+            neurons_t: Tensor, targets: Tensor, ref_act: Tensor, ref_loss: Tensor,
+            clean_lookup: np.ndarray, pos_index: np.ndarray, start: int,
+            delta_act: np.ndarray, delta_loss: np.ndarray, facade: Any) -> None:
+    """Write the chunk's deltas at its measured positions: the job's query (prefix
+    single-query) or every kept position of the job's row."""
+    ri = torch.tensor([r for _, r, _ in chunk])
+    if scope == "single-query":
+        me, mt = torch.arange(len(chunk)), torch.tensor([t for _, _, t in chunk])
+    else:
+        pairs = [(e, t) for e, (_, r, _) in enumerate(chunk) for t in np.nonzero(bkeep[r])[0]]
+        if not pairs:
+            return
+        me = torch.tensor([p[0] for p in pairs])
+        mt = torch.tensor([int(p[1]) for p in pairs])
+    mr = ri[me]
+    dev = out.device
+    act = post_all[me.to(dev), mt.to(dev)][:, neurons_t.to(dev)]
+    loss = _losses_from_resid(facade, out[me.to(dev), mt.to(dev)], targets[mr, mt]).cpu()
+    ci = torch.from_numpy(clean_lookup[mr.numpy(), mt.numpy()])
+    hidx = np.array([chunk[e][0] for e in me.tolist()])
+    gidx = pos_index[mr.numpy() + start, mt.numpy()]
+    delta_act[hidx, gidx] = (act.double().cpu() - ref_act[ci]).numpy()
+    delta_loss[hidx, gidx] = (loss - ref_loss[ci]).numpy()
+
+
 CODE_VERSION = "head-ablation/2"  # /2: clean loss from the residual in float64, as the ablated
 
 
 def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, int]] | None = None,
                   mode: Mode = "bos", scope: Scope = "single-query",
                   neurons: Sequence[int] = (), last_k_layers: int | None = None,
-                  batch_size: int = 4, fold: int = 64, store: Any = None) -> HeadAblation:
+                  batch_size: int = 4, fold: int = 64, store: Any = None,
+                  method: Method = "auto") -> HeadAblation:
     """Ablate each head (alone) and record delta hook_post[..., neurons] and delta loss at every
-    kept position. `fold` = ablation jobs per forward pass (memory knob).
+    kept position. `fold` = ablation jobs per forward pass (memory knob); on out-of-memory it
+    is halved (logged) and the failed chunk redone, finished work kept.
+
+    `method` (single-query only): 'joint' computes every query of a (head, row) in one forward
+    (harness.ablation.single_query; GPT-2, NeoX, Llama), 'prefix' runs one prefix forward per
+    (head, row, query) - the reference; 'auto' is joint where supported. All-positions always
+    uses the hooked forward.
 
     With a ResultStore the whole result is cached under a key of model, data, mode, scope,
     heads, neurons and code version, and every row batch is stored as it finishes, so an
@@ -218,6 +325,12 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                                 f"{facade.n_heads} heads")
     neurons_t = torch.as_tensor(list(neurons), dtype=torch.long)
     layers = sorted({l for l, _ in heads})
+    method = _resolve_method(facade, scope, method)
+    stack = None
+    if method == "joint":
+        from harness.ablation.single_query import Stack
+
+        stack = Stack(facade)
     r_all, t_all = np.nonzero(keep)
     key = None
     if store is not None:
@@ -226,7 +339,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
         key = store.key(kind="head_ablation", model=facade.info(), data=data_digest(rows, keep),
                         mode=mode, scope=scope, heads=heads,
                         neurons=[int(n) for n in neurons_t], batch_size=batch_size,
-                        code=CODE_VERSION)
+                        code=CODE_VERSION, **({"method": method} if method == "joint" else {}))
         a = store.load_or_none(key, ("delta_act", "delta_loss"))
         if a is not None:
             return HeadAblation(delta_act=a["delta_act"], delta_loss=a["delta_loss"],
@@ -281,61 +394,37 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                                         targets[br, bt]).cpu()
         clean_lookup = np.full(bkeep.shape, -1, dtype=np.int64)
         clean_lookup[br, bt] = np.arange(len(br))
+        length_b = int(bt.max()) + 1 if len(bt) else 1  # later positions cannot matter
 
         for layer in layers:
             head_ids = [i for i, (l, _) in enumerate(heads) if l == layer]
-            if scope == "single-query":
+            ref_act, ref_loss, kv = clean_act, clean_loss, None
+            if method == "joint":  # baseline with the joint method's own arithmetic
+                x_layer = cache[f"blocks.{layer}.hook_resid_pre"][:, :length_b]
+                with torch.no_grad():
+                    base_post, base_resid, kv = stack.clean_from(layer, x_layer)
+                ref_act = base_post[bri, bti][:, neurons_t.to(dev)].double().cpu()
+                ref_loss = _losses_from_resid(facade, base_resid[bri, bti], targets[br, bt]).cpu()
+            if scope == "single-query" and method == "prefix":
                 jobs = [(i, r, t) for i in head_ids for r, t in zip(br, bt)]
                 jobs.sort(key=lambda j: j[2])  # similar prefix lengths share a forward
-            else:
-                jobs = [(i, r, -1) for i in head_ids for r in range(len(batch))]
-            for j0 in range(0, len(jobs), fold):
-                chunk = jobs[j0:j0 + fold]
-                hi = torch.tensor([heads[i][1] for i, _, _ in chunk])
-                ri = torch.tensor([r for _, r, _ in chunk])
-                qi = torch.tensor([t for _, _, t in chunk])
-                length = int(qi.max()) + 1 if scope == "single-query" else batch.shape[1]
-                resid = cache[f"blocks.{layer}.hook_resid_pre"][ri.to(dev), :length]
-                post: dict[str, Tensor] = {}
-
-                def grab(act: Tensor, hook: Any) -> Tensor:
-                    post["post"] = act.detach()
-                    return act
-
-                def grab_resid(act: Tensor, hook: Any) -> Tensor:
-                    post["resid"] = act.detach()
-                    raise _StopForward  # the unembedding runs below, at measured positions only
-
-                value = means[layer] if mode == "mean" else None
-                hooks = [(facade.attn_hook(layer, kind), _ablation_hook(mode, hi, qi, value)),
-                         (facade.hook_post, grab), (facade.hook_resid_post, grab_resid)]
-                with torch.no_grad(), skipper.skip_before(layer):
-                    try:
-                        bridge.run_with_hooks(resid, fwd_hooks=hooks, start_at_layer=layer,
-                                              return_type="logits")
-                    except _StopForward:
-                        pass
-                out = post["resid"]
-                # measured (job element, position) pairs
-                if scope == "single-query":
-                    me, mt = torch.arange(len(chunk)), qi
-                else:
-                    pairs = [(e, t) for e, (_, r, _) in enumerate(chunk)
-                             for t in np.nonzero(bkeep[r])[0]]
-                    if not pairs:
-                        continue
-                    me = torch.tensor([p[0] for p in pairs])
-                    mt = torch.tensor([int(p[1]) for p in pairs])
-                mr = ri[me]
-                dev = out.device
-                act = post["post"][me.to(dev), mt.to(dev)][:, neurons_t.to(dev)]
-                loss = _losses_from_resid(facade, out[me.to(dev), mt.to(dev)],
-                                          targets[mr, mt]).cpu()
-                ci = torch.from_numpy(clean_lookup[mr.numpy(), mt.numpy()])
-                hidx = np.array([chunk[e][0] for e in me.tolist()])
-                gidx = pos_index[mr.numpy() + start, mt.numpy()]
-                delta_act[hidx, gidx] = (act.double().cpu() - clean_act[ci]).numpy()
-                delta_loss[hidx, gidx] = (loss - clean_loss[ci]).numpy()
+            else:  # one job per (head, row) holding a kept position
+                jobs = [(i, r, -1) for i in head_ids for r in range(len(batch)) if bkeep[r].any()]
+            j0 = 0
+            while j0 < len(jobs):
+                def step(size: int, j0: int = j0) -> int:
+                    chunk = jobs[j0:j0 + size]
+                    post, out = (_joint_chunk(stack, facade, cache, layer, chunk, heads, mode,
+                                              means, kv, length_b)
+                                 if method == "joint" else
+                                 _hooked_chunk(facade, skipper, cache, layer, chunk, heads,
+                                               mode, kind, means, scope, batch.shape[1]))
+                    _record(chunk, post, out, scope if method == "prefix" else "all-positions",
+                            bkeep, neurons_t, targets, ref_act, ref_loss, clean_lookup,
+                            pos_index, start, delta_act, delta_loss, facade)
+                    return len(chunk)
+                done, fold = with_oom_backoff(step, fold, what="head-ablation fold")
+                j0 += done
         if child is not None:
             store.save(child, {"delta_act": delta_act[:, p0:p1], "delta_loss": delta_loss[:, p0:p1]})
 
