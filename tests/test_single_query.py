@@ -1,5 +1,6 @@
 """Joint single-query head ablation (one forward per head and row) == the prefix method (one
-prefix forward per head, row and query), in float64 on tiny GPT-2, NeoX and Llama models."""
+prefix forward per head, row and query), in float64 on tiny GPT-2, NeoX, Llama and Gemma-3
+models."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def data():
     return rows, keep
 
 
-@pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama", "gemma"])
 @pytest.mark.parametrize("mode", ["bos", "zero", "mean"])
 def test_joint_equals_prefix(family, mode, data):
     model = _model(family)
@@ -97,12 +98,30 @@ def test_sequential_neox_residual(data, monkeypatch):
     np.testing.assert_allclose(joint.delta_loss, prefix.delta_loss, atol=1e-5, rtol=0)
 
 
-def test_method_errors(data):
+def test_gemma_sliding_window(data, monkeypatch):
+    """Gemma's local layers see only the last `sliding_window` keys; with a window of 4 (< T)
+    the joint method still equals the prefix method."""
+    model = _model("gemma")
+    monkeypatch.setattr(model.hf_model.config, "sliding_window", 4)
+    assert "sliding_attention" in model.hf_model.config.layer_types
+    rows, keep = data
+    kw = dict(heads=[(0, 1), (1, 3), (2, 0)], mode="zero", scope="single-query",
+              neurons=NEURONS)
+    joint = head_ablation(model, rows, keep, method="joint", **kw)
+    prefix = head_ablation(model, rows, keep, method="prefix", **kw)
+    np.testing.assert_allclose(joint.delta_act, prefix.delta_act, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(joint.delta_loss, prefix.delta_loss, atol=1e-5, rtol=0)
+    monkeypatch.undo()
+    wide = head_ablation(model, rows, keep, method="joint", **kw)
+    assert np.abs(wide.delta_act - joint.delta_act).max() > 1e-4  # the window mattered
+
+
+def test_method_errors(data, monkeypatch):
     rows, keep = data
     with pytest.raises(BadInputError, match="method"):
         head_ablation(_model("gpt2"), rows, keep, heads=[(0, 0)], method="fast")
-    gemma = random_model(ModelShape("gemma", n_layers=2, d_model=16, n_heads=2, d_mlp=16,
-                                    d_vocab=VOCAB, n_ctx=T), seed=1)
+    gemma = _model("gemma")
+    monkeypatch.setattr(gemma.hf_model.config, "attn_logit_softcapping", 50.0)
     with pytest.raises(BadInputError, match="joint"):
         head_ablation(gemma, rows, keep, heads=[(0, 0)], method="joint")
 

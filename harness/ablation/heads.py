@@ -202,8 +202,9 @@ def _resolve_method(facade: Any, scope: str, method: str) -> str:
     if scope == "all-positions":
         return "prefix"
     if method == "joint" and not supports(facade):
-        raise BadInputError(f"method='joint' is implemented for {', '.join(FAMILIES)}, not "
-                            f"{facade.family!r}; use method='prefix'")
+        why = (f"family {facade.family!r} (it covers {', '.join(FAMILIES)})"
+               if facade.family not in FAMILIES else "attention-logit soft-capping")
+        raise BadInputError(f"method='joint' does not model {why}; use method='prefix'")
     if method == "auto":
         return "joint" if supports(facade) else "prefix"
     return method

@@ -12,7 +12,8 @@ positions replaces T prefix forwards (~T^2/2 token-layers); the prefix method in
 
 The layers are computed here from the HF modules' weights (projections, norms, rotary and MLP
 modules are called as they are), for GPT-2, GPT-NeoX (partial rotary, parallel residual) and
-Llama (rotary, grouped-query attention). Other families use the prefix method.
+Llama (rotary, grouped-query attention) and Gemma-3 text (q/k norms, per-layer-type rotary,
+sliding windows, post-norms). Other families use the prefix method.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-FAMILIES = ("gpt2", "neox", "llama")
+FAMILIES = ("gpt2", "neox", "llama", "gemma")
 
 
 def supports(facade: Any) -> bool:
-    """True where the joint construction is implemented (and tested) for the family."""
-    return getattr(facade, "family", None) in FAMILIES
+    """True where the joint construction is implemented (and tested) for the family: Gemma's
+    attention-logit soft-capping is not modelled, so such a config uses the prefix method."""
+    if getattr(facade, "family", None) not in FAMILIES:
+        return False
+    return getattr(facade.hf_model.config, "attn_logit_softcapping", None) is None
 
 
 def _orig(module: Any) -> Any:
@@ -90,13 +94,15 @@ class Stack:
             self.n_kv = self.n_heads
             self.rotary = _orig(hf.gpt_neox.rotary_emb)
             self.parallel = bool(cfg.use_parallel_residual)
-        else:  # llama
+        else:  # llama, gemma
             self.layers = [_orig(b) for b in hf.model.layers]
             self.d_head = int(getattr(cfg, "head_dim", None) or facade.d_model // self.n_heads)
             self.n_kv = int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
             self.rotary = _orig(hf.model.rotary_emb)
             self.parallel = False
         self.cfg = cfg
+        types = getattr(cfg, "layer_types", None) if self.family == "gemma" else None
+        self.layer_types = list(types) if types else [None] * len(self.layers)
 
     # ---- attention pieces ---------------------------------------------------------------
     def _scale(self, layer: int) -> float:
@@ -105,7 +111,25 @@ class Stack:
             if getattr(self.cfg, "scale_attn_by_inverse_layer_idx", False):
                 s /= float(layer + 1)
             return s
+        if self.family == "gemma":
+            return float(self.cfg.query_pre_attn_scalar) ** -0.5
         return self.d_head ** -0.5
+
+    def _window(self, layer: int) -> int | None:
+        """Sliding-window width of a Gemma local layer (key s visible to query t iff
+        t - s < window), None for global attention."""
+        if self.layer_types[layer] == "sliding_attention":
+            return int(self.cfg.sliding_window)
+        return None
+
+    def _mask(self, layer: int, t: int, device: Any, diagonal: int) -> Tensor:
+        """True where query row may NOT see key column: s > t - 1 + diagonal, or outside the
+        sliding window."""
+        mask = torch.ones(t, t, dtype=torch.bool, device=device).triu(diagonal)
+        window = self._window(layer)
+        if window is not None:
+            mask |= torch.ones(t, t, dtype=torch.bool, device=device).tril(-window)
+        return mask
 
     def _qkv(self, layer: int, x: Tensor, rope: tuple[Tensor, Tensor] | None):
         """(q [N, H, T, dh], k [N, Hkv, T, dh], v [N, Hkv, T, dh]) of the block's attention input
@@ -129,6 +153,9 @@ class Stack:
         q = _orig(attn.q_proj)(h).view(n, t, self.n_heads, self.d_head).transpose(1, 2)
         k = _orig(attn.k_proj)(h).view(n, t, self.n_kv, self.d_head).transpose(1, 2)
         v = _orig(attn.v_proj)(h).view(n, t, self.n_kv, self.d_head).transpose(1, 2)
+        if self.family == "gemma":
+            q, k = _orig(attn.q_norm)(q), _orig(attn.k_norm)(k)
+            rope = rope[self.layer_types[layer]]
         dims = rope[0].shape[-1]
         return _rope(q, *rope, dims), _rope(k, *rope, dims), v
 
@@ -157,13 +184,20 @@ class Stack:
             post = _orig(mlp.act)(_orig(mlp.dense_h_to_4h)(_orig(blk.post_attention_layernorm)(src)))
             return _orig(mlp.dense_4h_to_h)(post), post
         mlp = _orig(blk.mlp)
-        h = _orig(blk.post_attention_layernorm)(x_mid)
+        norm = blk.pre_feedforward_layernorm if self.family == "gemma" \
+            else blk.post_attention_layernorm
+        h = _orig(norm)(x_mid)
         post = _orig(mlp.act_fn)(_orig(mlp.gate_proj)(h)) * _orig(mlp.up_proj)(h)
-        return _orig(mlp.down_proj)(post), post
+        out = _orig(mlp.down_proj)(post)
+        if self.family == "gemma":
+            out = _orig(blk.post_feedforward_layernorm)(out)
+        return out, post
 
     def _block(self, layer: int, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """(block output, hook_post) given its input x and attention z [N, H, T, dh]."""
         attn = self._out(layer, z)
+        if self.family == "gemma":
+            attn = _orig(self.layers[layer].post_attention_layernorm)(attn)
         if self.parallel:
             mlp, post = self._mlp(layer, x, x)
             return x + attn + mlp, post
@@ -176,6 +210,8 @@ class Stack:
         if self.rotary is None:
             return None
         pos = torch.arange(x.shape[1], device=x.device)[None].expand(x.shape[0], -1)
+        if self.family == "gemma":  # local and global layers rotate with their own bases
+            return {kind: self.rotary(x, pos, kind) for kind in set(self.layer_types)}
         cos, sin = self.rotary(x, pos)
         return cos, sin
 
@@ -193,8 +229,7 @@ class Stack:
         kf, vf = self._expand(k), self._expand(v)
         t = x.shape[1]
         scores = torch.matmul(q, kf.transpose(-1, -2)) * self._scale(layer)
-        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        scores = scores.masked_fill(mask, float("-inf"))
+        scores = scores.masked_fill(self._mask(layer, t, x.device, 1), float("-inf"))
         z = torch.matmul(_softmax(scores), vf)
         if edit is not None:
             e = torch.arange(len(edit.heads), device=x.device)
@@ -216,8 +251,7 @@ class Stack:
         t = x.shape[1]
         scale = self._scale(layer)
         off = torch.matmul(q, kc.transpose(-1, -2)) * scale
-        off = off.masked_fill(torch.ones(t, t, dtype=torch.bool, device=x.device).triu(0),
-                              float("-inf"))
+        off = off.masked_fill(self._mask(layer, t, x.device, 0), float("-inf"))
         diag = (q * kf).sum(-1, keepdim=True) * scale
         p = _softmax(torch.cat((off, diag), -1))
         z = torch.matmul(p[..., :t], vc) + p[..., t:] * vf
