@@ -274,3 +274,25 @@ def test_real_gemma_frequency_proxy_is_committed(gemma):
     table, note = frequency_for("gemma3-270m", facade, tokens.numpy())
     assert note.startswith("proxy frequencies: PROXY for gemma3-270m")
     assert table.vocab_size == facade.d_vocab and table.total > 5_000_000
+
+
+@pytest.mark.gemma3
+def test_real_gemma_single_query_joint_equals_prefix(gemma):
+    """The joint single-query construction on the real model (sliding and global layers,
+    q/k norms, post-norms): equal to the prefix method to float32 tolerance."""
+    from harness.ablation.heads import head_ablation
+
+    facade, tokens, _ = gemma
+    rows = tokens[:, :16].numpy()
+    keep = np.zeros(rows.shape, bool)
+    keep[0, 1:15] = True
+    kw = dict(heads=[(5, 0), (15, 3), (17, 1)], mode="bos", scope="single-query",
+              neurons=[0, 77, 512, 2047])
+    joint = head_ablation(facade, rows, keep, method="joint", **kw)
+    prefix = head_ablation(facade, rows, keep, method="prefix", **kw)
+    err = float(np.abs(joint.delta_act - prefix.delta_act).max())
+    err_loss = float(np.abs(joint.delta_loss - prefix.delta_loss).max())
+    print(f"gemma3-270m single-query joint vs prefix: max abs error {err:.2e} (act), "
+          f"{err_loss:.2e} (loss nats); max |delta| {np.abs(prefix.delta_act).max():.3f}")
+    assert np.abs(prefix.delta_loss).max() > 1e-4
+    assert err <= 1e-4 and err_loss <= 1e-4

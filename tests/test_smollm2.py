@@ -54,3 +54,26 @@ def test_logits_match_hf_and_resid_recomputation(smollm2):
     torch.testing.assert_close(final.logits, reference, atol=1e-4, rtol=0)
     recomputed = facade.final_norm.apply(final.resid) @ facade.W_U + facade.b_U
     torch.testing.assert_close(recomputed, final.logits, atol=1e-4, rtol=0)
+
+
+def test_single_query_joint_equals_prefix(smollm2):
+    """The joint single-query construction on the real Llama-family model (grouped-query
+    attention, 3 kv heads for 9): equal to the prefix method to float32 tolerance."""
+    import numpy as np
+
+    from harness.ablation.heads import head_ablation
+
+    facade, tokens, _ = smollm2
+    rows = tokens[:, :16].numpy()
+    keep = np.zeros(rows.shape, bool)
+    keep[0, 1:15] = True
+    kw = dict(heads=[(20, 4), (28, 0), (29, 8)], mode="bos", scope="single-query",
+              neurons=[0, 100, 700, 1535])
+    joint = head_ablation(facade, rows, keep, method="joint", **kw)
+    prefix = head_ablation(facade, rows, keep, method="prefix", **kw)
+    err = float(np.abs(joint.delta_act - prefix.delta_act).max())
+    err_loss = float(np.abs(joint.delta_loss - prefix.delta_loss).max())
+    print(f"smollm2-135m single-query joint vs prefix: max abs error {err:.2e} (act), "
+          f"{err_loss:.2e} (loss nats); max |delta| {np.abs(prefix.delta_act).max():.3f}")
+    assert np.abs(prefix.delta_loss).max() > 1e-4
+    assert err <= 1e-4 and err_loss <= 1e-4

@@ -31,10 +31,25 @@ class ModelShape:
     d_mlp: int = 512
     d_vocab: int = 50257
     n_ctx: int = 256
+    n_kv_heads: int | None = None  # llama/gemma grouped-query heads; None: n_heads // 2 / 1
 
 
 TINY = ModelShape()
 GPT2_XL = ModelShape("gpt2", n_layers=48, d_model=1600, n_heads=25, d_mlp=6400, n_ctx=1024)
+PYTHIA_1B = ModelShape("neox", n_layers=16, d_model=2048, n_heads=8, d_mlp=8192,
+                       d_vocab=50304, n_ctx=2048)
+SMOLLM2 = ModelShape("llama", n_layers=30, d_model=576, n_heads=9, d_mlp=1536, d_vocab=49152,
+                     n_ctx=8192, n_kv_heads=3)  # SmolLM2-135M
+# `bench --suite --shape NAME`: the real models' dimensions (random weights), and a tiny one
+# that runs the whole claim suite on a CPU in seconds. Untied/tied embeddings are not part of
+# the shape (random_model ties them; Pythia's are untied: ~103M parameters more there).
+SHAPES = {
+    "tiny": ModelShape("gpt2", n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_vocab=2000,
+                       n_ctx=128),
+    "gpt2-xl": GPT2_XL,
+    "pythia-1b": PYTHIA_1B,
+    "smollm2": SMOLLM2,
+}
 
 
 def _hf_config(shape: ModelShape, tied: bool, init_std: float) -> Any:
@@ -52,7 +67,7 @@ def _hf_config(shape: ModelShape, tied: bool, init_std: float) -> Any:
     if shape.family == "llama":
         return LlamaConfig(vocab_size=shape.d_vocab, hidden_size=shape.d_model,
                            num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
-                           num_key_value_heads=max(1, shape.n_heads // 2),
+                           num_key_value_heads=shape.n_kv_heads or max(1, shape.n_heads // 2),
                            intermediate_size=shape.d_mlp, max_position_embeddings=shape.n_ctx,
                            tie_word_embeddings=tied, initializer_range=init_std)
     if shape.family == "gemma":  # Gemma-3 text block: post-norms, (1 + w) norms, GeGLU
@@ -61,7 +76,8 @@ def _hf_config(shape: ModelShape, tied: bool, init_std: float) -> Any:
         head_dim = max(8, shape.d_model // shape.n_heads)
         return Gemma3TextConfig(architectures=["Gemma3ForCausalLM"], vocab_size=shape.d_vocab, hidden_size=shape.d_model,
                                 num_hidden_layers=shape.n_layers,
-                                num_attention_heads=shape.n_heads, num_key_value_heads=1,
+                                num_attention_heads=shape.n_heads,
+                                num_key_value_heads=shape.n_kv_heads or 1,
                                 head_dim=head_dim, query_pre_attn_scalar=head_dim,
                                 intermediate_size=shape.d_mlp,
                                 max_position_embeddings=shape.n_ctx, sliding_window=16,
@@ -249,9 +265,24 @@ def _format(res: dict[str, Any]) -> str:
     ])
 
 
+_SUITE_ONLY = ("shape", "rows", "seq_len", "routing_rows", "power_reps", "out", "quick")
+
+
 def _main(args: Any) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    if getattr(args, "suite", False):
+        from harness.ablation.suite_bench import main_suite
+
+        return main_suite(args, device, dtype)
+    if getattr(args, "heads", False):
+        return _main_heads(args, device, dtype)
+    given = [f"--{k.replace('_', '-')}" for k in _SUITE_ONLY if getattr(args, k, None) not in
+             (None, False)]
+    if given:
+        from harness.errors import BadInputError
+
+        raise BadInputError(f"{', '.join(given)} need --suite")
     # baselines and the float64 check never use more positions than the timed run
     results = [run_bench(f, n_positions=args.positions,
                          baseline_positions=min(64, args.positions),
@@ -275,6 +306,25 @@ def _main(args: Any) -> int:
     return 0
 
 
+def _main_heads(args: Any, device: str, dtype: torch.dtype) -> int:
+    """`bench --heads`: single-query head ablation, joint vs prefix vs all-positions."""
+    from harness.ablation.bench_heads import format_head_bench, run_head_bench
+    from harness.errors import BadInputError
+
+    for flag in ("shape", "routing_rows", "power_reps", "out"):
+        if getattr(args, flag, None) is not None:
+            raise BadInputError(f"--{flag.replace('_', '-')} belongs to --suite, not --heads")
+    results = [run_head_bench(f, n_rows=args.rows or 16, seq_len=args.seq_len or 256,
+                              last_k_layers=args.last_layers, mode=args.mode,
+                              prefix_rows=args.prefix_rows)
+               for f in _models(args.model or "tiny", device, dtype)]
+    for res in results:
+        print(format_head_bench(res))
+    if args.json:
+        print(json.dumps(results[-1] if len(results) == 1 else {"runs": results}))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="time closed-form vs hooked neuron ablation")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -288,4 +338,27 @@ def register(subparsers: Any) -> None:
                         "takes (e.g. smollm2-135m,gemma3-270m: timed in one process, so their "
                         "rates compare); default: tiny, plus gpt2-xl-shape when CUDA is "
                         "available")
+    s = p.add_argument_group("claim suite (--suite): every claim on a random model of a shape")
+    s.add_argument("--suite", action="store_true",
+                   help="time the whole claim suite per stage (wall time, peak host and "
+                        "device memory) instead of the neuron-ablation comparison")
+    s.add_argument("--shape", default=None,
+                   help=f"model shape (random weights): {', '.join(SHAPES)} (default: tiny)")
+    s.add_argument("--rows", type=int, default=None, help="evaluation rows (default: per shape)")
+    s.add_argument("--seq-len", type=int, default=None, help="tokens per row (default: per shape)")
+    s.add_argument("--routing-rows", type=int, default=None,
+                   help="rows claim 3 ablates every head on (default: per shape)")
+    s.add_argument("--power-reps", type=int, default=None,
+                   help="own-data power replicates per claim (default: 8)")
+    s.add_argument("--quick", action="store_true", help="the claims' --quick analysis sizes")
+    s.add_argument("--out", default=None, help="also write suite.json and suite.md there")
+    h = p.add_argument_group("head ablation (--heads): single-query, joint construction vs "
+                             "prefix method vs all-positions, on --model (--rows, --seq-len)")
+    h.add_argument("--heads", action="store_true",
+                   help="time single-query head ablation methods (ratios in one process)")
+    h.add_argument("--last-layers", type=int, default=6,
+                   help="ablate every head of the last K layers (default 6)")
+    h.add_argument("--mode", choices=["bos", "zero", "mean"], default="bos")
+    h.add_argument("--prefix-rows", type=int, default=1,
+                   help="rows the (slow) prefix method is timed on; its cost is per row")
     p.set_defaults(func=_main)

@@ -181,7 +181,8 @@ class Stack:
         if self.family == "neox":
             mlp = _orig(blk.mlp)
             src = x_attn_in if self.parallel else x_mid
-            post = _orig(mlp.act)(_orig(mlp.dense_h_to_4h)(_orig(blk.post_attention_layernorm)(src)))
+            h = _orig(blk.post_attention_layernorm)(src)
+            post = _orig(mlp.act)(_orig(mlp.dense_h_to_4h)(h))
             return _orig(mlp.dense_4h_to_h)(post), post
         mlp = _orig(blk.mlp)
         norm = blk.pre_feedforward_layernorm if self.family == "gemma" \
