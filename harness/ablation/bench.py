@@ -352,6 +352,9 @@ def register(subparsers: Any) -> None:
                    help="own-data power replicates per claim (default: 8)")
     s.add_argument("--quick", action="store_true", help="the claims' --quick analysis sizes")
     s.add_argument("--out", default=None, help="also write suite.json and suite.md there")
+    s.add_argument("--clean-precision", choices=["fp32", "tf32", "bf16", "auto"],
+                   default="fp32", help="the model's own forward under the neuron ablation "
+                   "(auto: fastest within 1e-4 nats of fp32, measured on the first batch)")
     h = p.add_argument_group("head ablation (--heads): single-query, joint construction vs "
                              "prefix method vs all-positions, on --model (--rows, --seq-len)")
     h.add_argument("--heads", action="store_true",

@@ -237,7 +237,7 @@ def resolve_shape(name: str) -> ModelShape:
 def run_suite(shape_name: str = "tiny", rows: int | None = None, seq_len: int | None = None,
               routing_rows: int | None = None, power_reps: int = DEFAULT_POWER_REPS,
               device: str = "cpu", dtype: torch.dtype = torch.float32, quick: bool = False,
-              seed: int = SEED, batch_size: int = 8,
+              seed: int = SEED, batch_size: int = 8, clean_precision: str = "fp32",
               progress: Callable[[Stage], None] | None = None) -> SuiteBench:
     """Every registered claim (claim 3: every mode x scope, all heads of every layer) on a
     random model of `shape_name`, every kept position evaluated (no common sampling)."""
@@ -278,8 +278,9 @@ def run_suite(shape_name: str = "tiny", rows: int | None = None, seq_len: int | 
     influence = meter.run("neuron ablation",
                           lambda: neuron_influence(facade, r, data["evaluate"],
                                                    values=torch.from_numpy(mu),
-                                                   batch_size=batch_size),
-                          positions=n_eval,
+                                                   batch_size=batch_size,
+                                                   clean_precision=clean_precision),
+                          positions=n_eval, clean_precision=clean_precision,
                           note="neuron_influence repeats the mean-activation forward")
     abl = meter.stages[-1]
     abl.info["positions_per_s"] = n_eval / abl.wall_s
@@ -387,7 +388,7 @@ def main_suite(args: Any, device: str, dtype: torch.dtype) -> int:
     res = run_suite(shape, rows=args.rows, seq_len=args.seq_len, routing_rows=args.routing_rows,
                     power_reps=DEFAULT_POWER_REPS if args.power_reps is None else
                     args.power_reps, device=device, dtype=dtype, quick=args.quick,
-                    progress=_progress(out))
+                    clean_precision=args.clean_precision, progress=_progress(out))
     print(res)
     data = res.to_dict()
     if out is not None:
