@@ -30,3 +30,13 @@ def test_bench_heads_json(capsys):
 def test_bench_heads_rejects_suite_flags(capsys):
     assert main(["bench", "--heads", "--shape", "tiny"]) == 2
     assert "--shape belongs to --suite" in capsys.readouterr().err
+
+
+def test_bench_heads_no_loss(capsys):
+    assert main(["bench", "--heads", "--model", "tiny", "--device", "cpu", "--rows", "1",
+                 "--seq-len", "16", "--last-layers", "1", "--no-loss", "--json"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["loss"] is False and res["max_abs_error_vs_prefix"]["delta_loss"] is None
+    assert res["max_abs_error_vs_prefix"]["delta_act"] <= 1e-4
+    assert "not computed" in out

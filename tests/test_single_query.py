@@ -153,3 +153,15 @@ def test_llama_error_is_the_models_float32_steps(data, monkeypatch):
     assert np.abs(prefix.delta_act).max() > 1e-2
     assert np.abs(joint.delta_act - prefix.delta_act).max() <= 1e-12
     assert np.abs(joint.delta_loss - prefix.delta_loss).max() <= 1e-12
+
+
+def test_without_loss_the_activations_are_unchanged(data):
+    """loss=False skips the full-vocabulary logsumexp; delta activations are the same numbers
+    and delta loss is NaN, never a silent zero."""
+    model = _model("neox")
+    rows, keep = data
+    kw = dict(heads=[(1, 2)], mode="bos", scope="single-query", neurons=NEURONS)
+    full = head_ablation(model, rows, keep, **kw)
+    lean = head_ablation(model, rows, keep, loss=False, **kw)
+    np.testing.assert_array_equal(lean.delta_act, full.delta_act)
+    assert np.isnan(lean.delta_loss).all() and np.isfinite(full.delta_loss).all()

@@ -316,7 +316,7 @@ def _main_heads(args: Any, device: str, dtype: torch.dtype) -> int:
             raise BadInputError(f"--{flag.replace('_', '-')} belongs to --suite, not --heads")
     results = [run_head_bench(f, n_rows=args.rows or 16, seq_len=args.seq_len or 256,
                               last_k_layers=args.last_layers, mode=args.mode,
-                              prefix_rows=args.prefix_rows)
+                              prefix_rows=args.prefix_rows, loss=not args.no_loss)
                for f in _models(args.model or "tiny", device, dtype)]
     for res in results:
         print(format_head_bench(res))
@@ -362,6 +362,9 @@ def register(subparsers: Any) -> None:
     h.add_argument("--last-layers", type=int, default=6,
                    help="ablate every head of the last K layers (default 6)")
     h.add_argument("--mode", choices=["bos", "zero", "mean"], default="bos")
+    h.add_argument("--no-loss", action="store_true",
+                   help="activations only: skip delta loss (a full-vocabulary logsumexp per "
+                        "head and position, common to both methods)")
     h.add_argument("--prefix-rows", type=int, default=1,
                    help="rows the (slow) prefix method is timed on; its cost is per row")
     p.set_defaults(func=_main)

@@ -44,7 +44,7 @@ def _timed(fn: Any, facade: Any) -> tuple[Any, float]:
 def run_head_bench(facade: Any, n_rows: int = 16, seq_len: int = 256,
                    last_k_layers: int | None = None, mode: str = "bos", prefix_rows: int = 1,
                    n_neurons: int = 16, batch_size: int = 4, fold: int = 64,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, loss: bool = True) -> dict[str, Any]:
     """Seconds per row of single-query (joint, prefix) and all-positions head ablation over
     every head of the last `last_k_layers` layers, their ratios, and the joint-vs-prefix max
     abs error on the rows both ran."""
@@ -52,7 +52,7 @@ def run_head_bench(facade: Any, n_rows: int = 16, seq_len: int = 256,
     rows, keep = _rows(facade, n_rows, seq_len, seed)
     heads = all_heads(facade, last_k_layers)
     kw = dict(heads=heads, mode=mode, neurons=list(range(min(n_neurons, facade.d_mlp))),
-              batch_size=batch_size, fold=fold)
+              batch_size=batch_size, fold=fold, loss=loss)
     with torch.no_grad():
         warm = keep[:1, :16].copy()
         warm[:, -1] = False
@@ -67,12 +67,14 @@ def run_head_bench(facade: Any, n_rows: int = 16, seq_len: int = 256,
                                                         **kw), facade)
     n_first = int(keep[:k].sum())
     err_act = float(np.abs(joint.delta_act[:, :n_first] - prefix.delta_act).max())
-    err_loss = float(np.abs(joint.delta_loss[:, :n_first] - prefix.delta_loss).max())
+    err_loss = (float(np.abs(joint.delta_loss[:, :n_first] - prefix.delta_loss).max())
+                if loss else None)
     per_row = {"joint": t_joint / n_rows, "prefix": t_prefix / k, "all_positions": t_all / n_rows}
     return {
         "model": facade.name, "family": facade.family, "device": str(facade.device),
         "dtype": str(facade.dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
-        "mode": mode, "rows": n_rows, "seq_len": seq_len, "layers": len({l for l, _ in heads}),
+        "mode": mode, "loss": loss, "rows": n_rows, "seq_len": seq_len,
+        "layers": len({l for l, _ in heads}),
         "heads": len(heads), "measured_positions_per_row": int(keep[0].sum()),
         "seconds_per_row": per_row,
         "prefix_timed_on_rows": k,
@@ -85,6 +87,8 @@ def run_head_bench(facade: Any, n_rows: int = 16, seq_len: int = 256,
 def format_head_bench(res: dict[str, Any]) -> str:
     s = res["seconds_per_row"]
     err = res["max_abs_error_vs_prefix"]
+    loss = (f"delta loss {err['delta_loss']:.1e}" if res.get("loss", True)
+            else "delta loss not computed (--no-loss)")
     return (f"{res['model']} ({res['family']}, {res['dtype']}, {res['device']}, "
             f"{res['threads']} threads): single-query head ablation, {res['heads']} heads of "
             f"the last {res['layers']} layers, {res['rows']} rows x {res['seq_len']} tokens, "
@@ -93,4 +97,4 @@ def format_head_bench(res: dict[str, Any]) -> str:
             f"{res['prefix_timed_on_rows']} row(s)), all-positions {s['all_positions']:.3g}\n"
             f"  prefix / joint = {res['prefix_over_joint']:.1f}x; joint / all-positions = "
             f"{res['joint_over_all_positions']:.2f}x; max |joint - prefix|: delta act "
-            f"{err['delta_act']:.1e}, delta loss {err['delta_loss']:.1e}")
+            f"{err['delta_act']:.1e}, {loss}")

@@ -282,12 +282,13 @@ def _record(chunk: list, post_all: Tensor, out: Tensor, scope: str, bkeep: np.nd
     mr = ri[me]
     dev = out.device
     act = post_all[me.to(dev), mt.to(dev)][:, neurons_t.to(dev)]
-    loss = _losses_from_resid(facade, out[me.to(dev), mt.to(dev)], targets[mr, mt]).cpu()
     ci = torch.from_numpy(clean_lookup[mr.numpy(), mt.numpy()])
     hidx = np.array([chunk[e][0] for e in me.tolist()])
     gidx = pos_index[mr.numpy() + start, mt.numpy()]
     delta_act[hidx, gidx] = (act.double().cpu() - ref_act[ci]).numpy()
-    delta_loss[hidx, gidx] = (loss - ref_loss[ci]).numpy()
+    if ref_loss is not None:  # a full-vocabulary logsumexp per (head, position)
+        loss = _losses_from_resid(facade, out[me.to(dev), mt.to(dev)], targets[mr, mt]).cpu()
+        delta_loss[hidx, gidx] = (loss - ref_loss[ci]).numpy()
 
 
 CODE_VERSION = "head-ablation/2"  # /2: clean loss from the residual in float64, as the ablated
@@ -297,7 +298,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                   mode: Mode = "bos", scope: Scope = "single-query",
                   neurons: Sequence[int] = (), last_k_layers: int | None = None,
                   batch_size: int = 4, fold: int = 64, store: Any = None,
-                  method: Method = "auto") -> HeadAblation:
+                  method: Method = "auto", loss: bool = True) -> HeadAblation:
     """Ablate each head (alone) and record delta hook_post[..., neurons] and delta loss at every
     kept position. `fold` = ablation jobs per forward pass (memory knob); on out-of-memory it
     is halved (logged) and the failed chunk redone, finished work kept.
@@ -306,6 +307,9 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     (harness.ablation.single_query; GPT-2, NeoX, Llama), 'prefix' runs one prefix forward per
     (head, row, query) - the reference; 'auto' is joint where supported. All-positions always
     uses the hooked forward.
+
+    `loss=False` skips delta loss (NaN in the result): at a large vocabulary its
+    full-vocabulary logsumexp per (head, position) costs more than the ablation forwards.
 
     With a ResultStore the whole result is cached under a key of model, data, mode, scope,
     heads, neurons and code version, and every row batch is stored as it finishes, so an
@@ -340,7 +344,8 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
         key = store.key(kind="head_ablation", model=facade.info(), data=data_digest(rows, keep),
                         mode=mode, scope=scope, heads=heads,
                         neurons=[int(n) for n in neurons_t], batch_size=batch_size,
-                        code=CODE_VERSION, **({"method": method} if method == "joint" else {}))
+                        code=CODE_VERSION, **({"method": method} if method == "joint" else {}),
+                        **({} if loss else {"loss": False}))
         a = store.load_or_none(key, ("delta_act", "delta_loss"))
         if a is not None:
             return HeadAblation(delta_act=a["delta_act"], delta_loss=a["delta_loss"],
@@ -352,6 +357,8 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     pos_index[r_all, t_all] = np.arange(len(r_all))
     delta_act = np.zeros((len(heads), len(r_all), len(neurons_t)), np.float32)
     delta_loss = np.zeros((len(heads), len(r_all)), np.float32)
+    if not loss:
+        delta_loss[:] = np.nan
     kind = "pattern" if mode == "bos" else "z"
     bridge = facade.bridge
     skipper = _BlockSkipper(bridge)
@@ -391,8 +398,8 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
         bri, bti = torch.from_numpy(br).to(dev), torch.from_numpy(bt).to(dev)
         clean_act = cache[facade.hook_post][bri, bti][:, neurons_t.to(dev)].double().cpu()
         targets = batch[:, 1:]
-        clean_loss = _losses_from_resid(facade, cache["resid"][bri, bti],
-                                        targets[br, bt]).cpu()
+        clean_loss = None if not loss else _losses_from_resid(
+            facade, cache["resid"][bri, bti], targets[br, bt]).cpu()
         clean_lookup = np.full(bkeep.shape, -1, dtype=np.int64)
         clean_lookup[br, bt] = np.arange(len(br))
         length_b = int(bt.max()) + 1 if len(bt) else 1  # later positions cannot matter
@@ -405,7 +412,8 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                 with torch.no_grad():
                     base_post, base_resid, kv = stack.clean_from(layer, x_layer)
                 ref_act = base_post[bri, bti][:, neurons_t.to(dev)].double().cpu()
-                ref_loss = _losses_from_resid(facade, base_resid[bri, bti], targets[br, bt]).cpu()
+                ref_loss = None if not loss else _losses_from_resid(
+                    facade, base_resid[bri, bti], targets[br, bt]).cpu()
             if scope == "single-query" and method == "prefix":
                 jobs = [(i, r, t) for i in head_ids for r, t in zip(br, bt)]
                 jobs.sort(key=lambda j: j[2])  # similar prefix lengths share a forward
