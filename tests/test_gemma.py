@@ -280,19 +280,16 @@ def test_real_gemma_frequency_proxy_is_committed(gemma):
 def test_real_gemma_single_query_joint_equals_prefix(gemma):
     """The joint single-query construction on the real model (sliding and global layers,
     q/k norms, post-norms): equal to the prefix method to float32 tolerance."""
-    from harness.ablation.heads import head_ablation
+    from harness.ablation.bench_heads import joint_vs_prefix
 
     facade, tokens, _ = gemma
     rows = tokens[:, :16].numpy()
     keep = np.zeros(rows.shape, bool)
     keep[0, 1:15] = True
-    kw = dict(heads=[(5, 0), (15, 3), (17, 1)], mode="bos", scope="single-query",
+    kw = dict(heads=[(5, 0), (15, 3), (17, 1)], mode="bos",
               neurons=[0, 77, 512, 2047])
-    joint = head_ablation(facade, rows, keep, method="joint", **kw)
-    prefix = head_ablation(facade, rows, keep, method="prefix", **kw)
-    err = float(np.abs(joint.delta_act - prefix.delta_act).max())
-    err_loss = float(np.abs(joint.delta_loss - prefix.delta_loss).max())
-    print(f"gemma3-270m single-query joint vs prefix: max abs error {err:.2e} (act), "
-          f"{err_loss:.2e} (loss nats); max |delta| {np.abs(prefix.delta_act).max():.3f}")
-    assert np.abs(prefix.delta_loss).max() > 1e-4
-    assert err <= 1e-4 and err_loss <= 1e-4
+    res = joint_vs_prefix(facade, rows, keep, **kw)
+    print(f"gemma3-270m joint vs prefix: max abs error {res['err_act']:.2e} (act), "
+          f"{res['err_loss']:.2e} (loss nats); max |delta| {res['max_delta_act']:.3f}")
+    assert res["max_delta_loss"] > 1e-4
+    assert res["err_act"] <= 1e-4 and res["err_loss"] <= 1e-4

@@ -61,19 +61,16 @@ def test_single_query_joint_equals_prefix(smollm2):
     attention, 3 kv heads for 9): equal to the prefix method to float32 tolerance."""
     import numpy as np
 
-    from harness.ablation.heads import head_ablation
+    from harness.ablation.bench_heads import joint_vs_prefix
 
     facade, tokens, _ = smollm2
     rows = tokens[:, :16].numpy()
     keep = np.zeros(rows.shape, bool)
     keep[0, 1:15] = True
-    kw = dict(heads=[(20, 4), (28, 0), (29, 8)], mode="bos", scope="single-query",
+    kw = dict(heads=[(20, 4), (28, 0), (29, 8)], mode="bos",
               neurons=[0, 100, 700, 1535])
-    joint = head_ablation(facade, rows, keep, method="joint", **kw)
-    prefix = head_ablation(facade, rows, keep, method="prefix", **kw)
-    err = float(np.abs(joint.delta_act - prefix.delta_act).max())
-    err_loss = float(np.abs(joint.delta_loss - prefix.delta_loss).max())
-    print(f"smollm2-135m single-query joint vs prefix: max abs error {err:.2e} (act), "
-          f"{err_loss:.2e} (loss nats); max |delta| {np.abs(prefix.delta_act).max():.3f}")
-    assert np.abs(prefix.delta_loss).max() > 1e-4
-    assert err <= 1e-4 and err_loss <= 1e-4
+    res = joint_vs_prefix(facade, rows, keep, **kw)
+    print(f"smollm2-135m joint vs prefix: max abs error {res['err_act']:.2e} (act), "
+          f"{res['err_loss']:.2e} (loss nats); max |delta| {res['max_delta_act']:.3f}")
+    assert res["max_delta_loss"] > 1e-4
+    assert res["err_act"] <= 1e-4 and res["err_loss"] <= 1e-4

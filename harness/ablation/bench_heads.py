@@ -41,6 +41,18 @@ def _timed(fn: Any, facade: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def joint_vs_prefix(facade: Any, rows: np.ndarray, keep: np.ndarray,
+                    **kw: Any) -> dict[str, float]:
+    """Single-query head ablation both ways on the same rows: max abs disagreement of delta
+    activations and delta loss, and the largest effects (so a test can see it did something)."""
+    joint = head_ablation(facade, rows, keep, scope="single-query", method="joint", **kw)
+    prefix = head_ablation(facade, rows, keep, scope="single-query", method="prefix", **kw)
+    return {"err_act": float(np.abs(joint.delta_act - prefix.delta_act).max()),
+            "err_loss": float(np.abs(joint.delta_loss - prefix.delta_loss).max()),
+            "max_delta_act": float(np.abs(prefix.delta_act).max()),
+            "max_delta_loss": float(np.abs(prefix.delta_loss).max())}
+
+
 def run_head_bench(facade: Any, n_rows: int = 16, seq_len: int = 256,
                    last_k_layers: int | None = None, mode: str = "bos", prefix_rows: int = 1,
                    n_neurons: int = 16, batch_size: int = 4, fold: int = 64,
