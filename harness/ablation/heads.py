@@ -417,7 +417,10 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
             if scope == "single-query" and method == "prefix":
                 jobs = [(i, r, t) for i in head_ids for r, t in zip(br, bt)]
                 jobs.sort(key=lambda j: j[2])  # similar prefix lengths share a forward
-            else:  # one job per (head, row) holding a kept position
+            elif method == "prefix":  # all-positions: one job per (head, row), every row (the
+                # chunks' composition sets float32 blocking, which the goldens pin bit for bit)
+                jobs = [(i, r, -1) for i in head_ids for r in range(len(batch))]
+            else:  # joint: one job per (head, row) holding a kept position
                 jobs = [(i, r, -1) for i in head_ids for r in range(len(batch)) if bkeep[r].any()]
             j0 = 0
             while j0 < len(jobs):
