@@ -16,9 +16,8 @@ default CPU kernel) and each noise variant of the same case:
   reruns `eager` and `float64` themselves: several times the cost);
 - `act-noise`: relative N(0, 1e-6) noise on the final-layer activations and head-ablation
   effects;
-- `forward-float64`: everything
-  recomputed on a float64 copy of the model (mu, the influence's forward and closed form,
-  activations, loss grid, head and group ablations). Float32 forwards on another CPU (other
+- `forward-float64`: everything recomputed on a float64 copy of the model (mu, the
+  influence's forward and closed form, activations, loss grid, head and group ablations). Float32 forwards on another CPU (other
   SIMD widths, other BLAS blocking) differ from each other by about their distance to exact
   arithmetic, and systematically across positions, which independent act-noise averages
   away: a claim-3 head-gain mean moved by 1.8e-6 relative between two x86 CPUs against a
@@ -163,11 +162,11 @@ def _influence_with(prep: Any, kernel: str) -> Any:
     """The same evaluation set's influence, recomputed with another closed-form kernel."""
     import torch
 
+    from harness import pipeline
     from harness.ablation.neuron import neuron_influence
 
     mu = torch.from_numpy(prep.extras["mean_act_all"])
-    grid = np.zeros_like(prep.keep)
-    grid[prep.influence.row, prep.influence.pos] = True
+    grid = pipeline.evaluated_grid(prep)
     method, dtype = (("eager", torch.float32) if kernel == "eager"
                      else ("compiled", torch.float64))
     return neuron_influence(prep.facade, prep.rows, grid, values=mu, method=method, dtype=dtype)
@@ -203,15 +202,15 @@ def _float64_forwards(prep: Any) -> Any:
     forward a claim makes (activations, loss grid, head and group ablations)."""
     import torch
 
+    from harness import pipeline
     from harness.ablation.neuron import mean_activation, neuron_influence
     from harness.models.loading import load_model
 
     facade = load_model(prep.model_name, device=str(prep.facade.device), dtype=torch.float64)
     over = np.ones_like(prep.keep) if prep.spec.mu_over == "all" else prep.keep
     mu = mean_activation(facade, prep.rows, over, 8)
-    grid = np.zeros_like(prep.keep)
-    grid[prep.influence.row, prep.influence.pos] = True
-    influence = neuron_influence(facade, prep.rows, grid, values=torch.from_numpy(mu),
+    influence = neuron_influence(facade, prep.rows, pipeline.evaluated_grid(prep),
+                                 values=torch.from_numpy(mu),
                                  method="compiled", dtype=torch.float64)
     return dataclasses.replace(prep, facade=facade, influence=influence,
                                extras={"mean_act_all": mu})
@@ -245,12 +244,7 @@ def generate(cases: Callable[[], Iterable[tuple]], out_root: Path, log=print,
         if result is None:
             log(f"skip (no result): {path.relative_to(out_root)}")
             continue
-        preps = dict(by_prep.setdefault(id(prep), noise_variants(
-            prep, variants=tuple(v for v in variants if v != "forward-float64"))))
-        if "forward-float64" in variants:  # one float64 model and influence per prep
-            if ("f64", id(prep)) not in by_prep:
-                by_prep[("f64", id(prep))] = _float64_forwards(prep)
-            preps["forward-float64"] = by_prep[("f64", id(prep))]
+        preps = by_prep.setdefault(id(prep), noise_variants(prep, variants=variants))
         record = golden_record(result, paths, {n: compute(v) for n, v in preps.items()}, env)
         record["rule"] = rule(tuple(preps))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -264,14 +264,14 @@ def _joint_chunk(stack: Any, facade: Any, cache: dict, layer: int, chunk: list, 
                                        [(k[ri], v[ri]) for k, v in kv])
 
 
-def _record(chunk: list, post_all: Tensor, out: Tensor, scope: str, bkeep: np.ndarray,
+def _record(chunk: list, post_all: Tensor, out: Tensor, per_query: bool, bkeep: np.ndarray,
             neurons_t: Tensor, targets: Tensor, ref_act: Tensor, ref_loss: Tensor,
             clean_lookup: np.ndarray, pos_index: np.ndarray, start: int,
             delta_act: np.ndarray, delta_loss: np.ndarray, facade: Any) -> None:
-    """Write the chunk's deltas at its measured positions: the job's query (prefix
-    single-query) or every kept position of the job's row."""
+    """Write the chunk's deltas at its measured positions: the job's query (`per_query`: prefix
+    single-query jobs) or every kept position of the job's row."""
     ri = torch.tensor([r for _, r, _ in chunk])
-    if scope == "single-query":
+    if per_query:
         me, mt = torch.arange(len(chunk)), torch.tensor([t for _, _, t in chunk])
     else:
         pairs = [(e, t) for e, (_, r, _) in enumerate(chunk) for t in np.nonzero(bkeep[r])[0]]
@@ -304,7 +304,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
     is halved (logged) and the failed chunk redone, finished work kept.
 
     `method` (single-query only): 'joint' computes every query of a (head, row) in one forward
-    (harness.ablation.single_query; GPT-2, NeoX, Llama), 'prefix' runs one prefix forward per
+    (harness.ablation.single_query; GPT-2, NeoX, Llama, Gemma-3), 'prefix' runs one prefix forward per
     (head, row, query) - the reference; 'auto' is joint where supported. All-positions always
     uses the hooked forward.
 
@@ -431,7 +431,7 @@ def head_ablation(facade: Any, rows: Any, keep: Any, heads: Sequence[tuple[int, 
                                  if method == "joint" else
                                  _hooked_chunk(facade, skipper, cache, layer, chunk, heads,
                                                mode, kind, means, scope, batch.shape[1]))
-                    _record(chunk, post, out, scope if method == "prefix" else "all-positions",
+                    _record(chunk, post, out, method == "prefix" and scope == "single-query",
                             bkeep, neurons_t, targets, ref_act, ref_loss, clean_lookup,
                             pos_index, start, delta_act, delta_loss, facade)
                     return len(chunk)

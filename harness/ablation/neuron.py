@@ -629,13 +629,13 @@ def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
 
     rows, keep = _as_numpy(rows, keep)
     prec.check(clean_precision, facade.device)
-    mu, vec = None, None
+    mu, vec, op = None, None, None
     if clean_precision == "auto":
         mu, vec = _values_vector(facade, values, rows, keep, batch_size, None, None)
-        op0, sl0 = closed_form_for(facade, dtype=dtype), slice(0, batch_size)
+        op, sl0 = closed_form_for(facade, dtype=dtype), slice(0, batch_size)
         clean_precision, _errors = prec.choose(
             lambda p: torch.from_numpy(_influence_batch(
-                facade, op0, rows[sl0], keep[sl0], torch.from_numpy(vec), 0, chunk, method,
+                facade, op, rows[sl0], keep[sl0], torch.from_numpy(vec), 0, chunk, method,
                 p)["delta"]), facade.device)
     key = None
     if store is not None:
@@ -650,7 +650,8 @@ def neuron_influence(facade: Any, rows: Any, keep: Any, values: Values = "mean",
             return _from_arrays(stored, values)
     if vec is None:
         mu, vec = _values_vector(facade, values, rows, keep, batch_size, store, key)
-    op = closed_form_for(facade, dtype=dtype)
+    if op is None:
+        op = closed_form_for(facade, dtype=dtype)
     values_t = torch.from_numpy(vec)
     parts = []
     batches = list(_batches(len(rows), batch_size))
